@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test: setup, lint, type-check, then all unit and integration tests in one
+# node:test run against a real control plane (started here, stopped at the end).
+. "$(dirname "$0")/lib/common.sh"
+export PATH="$REPO_ROOT/node_modules/.bin:$PATH"
+cd "$REPO_ROOT"
+
+"$REPO_ROOT/scripts/setup.sh"
+log "lint"; npx eslint .
+log "type-check"; npx tsc -p tsconfig.json
+
+kubeconfig_line="$("$REPO_ROOT/scripts/control-plane.sh" up | tail -1)"
+export "${kubeconfig_line?}"
+trap '"$REPO_ROOT/scripts/control-plane.sh" down >/dev/null 2>&1 || true' EXIT
+
+log "tests"
+node --test --test-concurrency=2 \
+  "agent/**/*.test.ts" "functions/**/*.test.ts" "shared/**/*.test.ts" "test/**/*.test.ts"
