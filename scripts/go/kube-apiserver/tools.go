@@ -1,6 +1,11 @@
 //go:build tools
 
-// Package tools pins the kube-apiserver command so `go mod tidy` keeps its dependencies.
+// Package tools pins the Kubernetes commands the project builds from this wrapper module
+// (kube-apiserver, kube-controller-manager, kubectl) so `go mod tidy` keeps their dependencies.
 package tools
 
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
