@@ -49,6 +49,8 @@ export const backupStatus = z.strictObject({
   lastBackupSize: count().optional().meta({ description: 'bytes added by the last successful run' }),
   lastRun: backupRun.optional(),
   nextScheduledTime: timestamp().optional(),
+  lastScheduledTime: timestamp().optional().meta({ description: 'the last schedule tick a run was started (or skipped) for' }),
+  lastSkippedTime: timestamp().optional().meta({ description: 'the last tick skipped because the previous run was still going' }),
 });
 
 export const backup = z.object({
