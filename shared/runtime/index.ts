@@ -1,0 +1,7 @@
+export { createFunctionServer } from './server.ts';
+export type { FunctionServer, FunctionServerOptions, Handler, HandlerContext, ListenOptions, RunningServer } from './server.ts';
+export { PermanentError, TransientError, InvalidRequestError } from './errors.ts';
+export { invokeRefSchema, objectRefSchema, parseEventRequest, parseHttpRequest, PING_TYPE } from './invocation.ts';
+export type {
+  ApiServerAction, ApiServerInvocation, CronConnectorInvocation, HttpInvocation, HttpRoutes, Invocation, ObjectRef, PingInvocation,
+} from './invocation.ts';
