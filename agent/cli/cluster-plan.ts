@@ -1,0 +1,133 @@
+/**
+ * In-cluster mode, the pure part: from a Backup / Recovery (shared/api) and the agent's
+ * environment to what the agent will do. No I/O, so every case is unit-tested.
+ */
+import path from 'node:path';
+import type { Backup, Recovery } from '../../shared/api/index.ts';
+import { forgetArgs } from '../retention/retention.ts';
+import { identityTags, replicaHost } from '../volume/identity.ts';
+
+export class ClusterConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ClusterConfigError';
+  }
+}
+
+export const SERVICE_ACCOUNT_NAMESPACE_FILE = '/var/run/secrets/kubernetes.io/serviceaccount/namespace';
+
+/** $NAMESPACE, else the service account's namespace file's content (given by the caller). */
+export function agentNamespace(env: Readonly<Record<string, string | undefined>>, serviceAccountNamespace: string | undefined): string {
+  const ns = env.NAMESPACE?.trim() || serviceAccountNamespace?.trim();
+  if (!ns) {
+    throw new ClusterConfigError(`cannot tell the namespace: set $NAMESPACE (downward API metadata.namespace) or run in a Pod with a service account (${SERVICE_ACCOUNT_NAMESPACE_FILE})`);
+  }
+  return ns;
+}
+
+export interface RepositoryRef {
+  readonly namespace: string;
+  readonly name: string;
+}
+
+export interface VolumeBackupPlan {
+  readonly type: 'volume';
+  readonly repository: RepositoryRef;
+  readonly paths: readonly string[];
+  readonly excludes: readonly string[];
+  readonly host: string;
+  readonly tags: readonly string[];
+  /** restic forget flags after a successful backup; undefined = no retention. */
+  readonly forget: readonly string[] | undefined;
+}
+
+export interface DatabaseBackupPlan {
+  readonly type: 'database';
+  readonly repository: RepositoryRef;
+  readonly appBinding: { readonly namespace: string; readonly name: string };
+  /** Databases to dump (the Backup's containerAttributes.args); empty = all. */
+  readonly databases: readonly string[];
+  readonly host: string;
+  readonly tags: readonly string[];
+  readonly forget: readonly string[] | undefined;
+}
+
+export type BackupPlan = VolumeBackupPlan | DatabaseBackupPlan;
+
+/** Env the agent reads: POD_NAME (else the hostname), NODE_NAME (DaemonSets). */
+export function backupPlan(backup: Backup, env: Readonly<Record<string, string | undefined>>, hostname: string): BackupPlan {
+  const ns = backup.metadata.namespace;
+  const name = backup.metadata.name;
+  if (!ns || !name) throw new ClusterConfigError('the Backup read from the API has no metadata.namespace or metadata.name');
+  const spec = backup.spec;
+  const repository = { namespace: spec.repository.namespace ?? ns, name: spec.repository.name };
+  const tags = identityTags({ namespace: ns, backup: name, kind: spec.targetRef.kind, workload: spec.targetRef.name });
+  const host = replicaHost(spec.targetRef.kind, env.POD_NAME || hostname, env.NODE_NAME);
+  const forget = spec.retentionPolicy ? forgetArgs(spec.retentionPolicy, { tags, host }) : undefined;
+  if (spec.targetRef.kind === 'AppBinding') {
+    return { type: 'database', repository, appBinding: { namespace: ns, name: spec.targetRef.name }, databases: spec.containerAttributes?.args ?? [], host, tags, forget };
+  }
+  const paths = spec.targetDirectories ?? [];
+  if (paths.length === 0) throw new ClusterConfigError(`Backup ${ns}/${name}: spec.targetDirectories is empty; list the directories to back up`);
+  return { type: 'volume', repository, paths, excludes: spec.excludes ?? [], host, tags, forget };
+}
+
+export interface VolumeRecoveryPlan {
+  readonly type: 'volume';
+  readonly repository: RepositoryRef;
+  readonly snapshot: string;
+  readonly host: string;
+  /** restic restore arguments: target directory, the snapshot directory to take content from, includes. */
+  readonly target: string;
+  readonly from: string | undefined;
+  readonly include: readonly string[];
+}
+
+export interface DatabaseRecoveryPlan {
+  readonly type: 'database';
+  readonly repository: RepositoryRef;
+  readonly snapshot: string;
+  readonly host: string;
+  readonly appBinding: { readonly namespace: string; readonly name: string };
+}
+
+export type RecoveryPlan = VolumeRecoveryPlan | DatabaseRecoveryPlan;
+
+/**
+ * Where a recovery writes. Into a workload (init container): paths are restored in place
+ * (target `/`, include = paths). Into a volume mounted at mountPath: one path's content lands in
+ * mountPath; several paths keep their layout under mountPath. The recovering replica's host is
+ * the snapshot host (`host-0` unless the agent is a StatefulSet/DaemonSet replica).
+ */
+export function recoveryPlan(recovery: Recovery, env: Readonly<Record<string, string | undefined>>, hostname: string): RecoveryPlan {
+  const ns = recovery.metadata.namespace;
+  const name = recovery.metadata.name;
+  if (!ns || !name) throw new ClusterConfigError('the Recovery read from the API has no metadata.namespace or metadata.name');
+  const spec = recovery.spec;
+  const repository = { namespace: spec.repository.namespace ?? ns, name: spec.repository.name };
+  const snapshot = spec.snapshot;
+  const workload = spec.recoverTo.workload;
+  const host = env.STASH_SNAPSHOT_HOST || replicaHost(workload?.kind ?? 'Deployment', env.POD_NAME || hostname, env.NODE_NAME);
+  if (workload?.kind === 'AppBinding') {
+    return { type: 'database', repository, snapshot, host, appBinding: { namespace: ns, name: workload.name } };
+  }
+  const paths = spec.paths ?? [];
+  if (workload) {
+    if (paths.length === 0) throw new ClusterConfigError(`Recovery ${ns}/${name}: spec.paths is empty; list the directories to recover into ${workload.kind} ${workload.name}`);
+    return { type: 'volume', repository, snapshot, host, target: '/', from: undefined, include: paths };
+  }
+  const volume = spec.recoverTo.volume;
+  if (!volume) throw new ClusterConfigError(`Recovery ${ns}/${name}: spec.recoverTo needs volume or workload`);
+  const mount = volume.subPath ? path.posix.join(volume.mountPath, volume.subPath) : volume.mountPath;
+  const [only] = paths;
+  if (paths.length === 1 && only) return { type: 'volume', repository, snapshot, host, target: mount, from: only, include: [] };
+  return { type: 'volume', repository, snapshot, host, target: mount, from: undefined, include: paths };
+}
+
+/** Decodes a Secret's base64 `data` (and plain `stringData`) into strings. */
+export function decodeSecret(secret: { data?: Readonly<Record<string, string>>; stringData?: Readonly<Record<string, string>> }): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(secret.data ?? {})) out[k] = Buffer.from(v, 'base64').toString('utf8');
+  for (const [k, v] of Object.entries(secret.stringData ?? {})) out[k] = v;
+  return out;
+}

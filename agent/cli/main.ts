@@ -1,0 +1,69 @@
+/**
+ * The `stash` command: picks the subcommand, parses its flags, runs it in standalone mode
+ * (`--repo`) or in-cluster mode (`--backup-name` / `--recovery-name`), prints the result and
+ * returns the exit code.
+ */
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import { UsageError, isCommand, parseCommand, usage } from './args.ts';
+import type { Command, Parsed } from './args.ts';
+import { createOutput, reportError } from './output.ts';
+import type { CliIo } from './output.ts';
+import { runStandalone } from './standalone.ts';
+import { runInCluster } from './incluster.ts';
+
+export interface MainOptions {
+  readonly io?: CliIo;
+  readonly signal?: AbortSignal;
+  readonly logger?: Logger;
+}
+
+function defaultIo(): CliIo {
+  return { stdout: process.stdout, stderr: process.stderr, env: process.env };
+}
+
+function inCluster(p: Parsed): boolean {
+  return p.values['backup-name'] !== undefined || p.values['recovery-name'] !== undefined;
+}
+
+export async function main(argv: readonly string[], options: MainOptions = {}): Promise<number> {
+  const io = options.io ?? defaultIo();
+  const [name, ...rest] = argv;
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    io.stdout.write(`${usage.stash}\n`);
+    return name === undefined ? 2 : 0;
+  }
+  if (!isCommand(name)) {
+    io.stderr.write(`stash: unknown command "${name}"; commands: init, backup, recover, snapshots, forget, check, unlock, update-repo-status, update-recovery-status (see stash --help)\n`);
+    return 2;
+  }
+  const command: Command = name;
+  const json = rest.includes('--json');
+  try {
+    const parsed = parseCommand(command, rest);
+    if (parsed.values.help === true) {
+      io.stdout.write(`${usage[command]}\n`);
+      return 0;
+    }
+    // Logs go to stderr (stdout carries results); quiet for people unless STASH_LOG_LEVEL says otherwise.
+    const logger = options.logger ?? pino({ level: io.env.STASH_LOG_LEVEL ?? (inCluster(parsed) ? 'info' : 'warn') }, pino.destination(2));
+    const out = createOutput(io, json);
+    const signal = options.signal ?? new AbortController().signal;
+    if (inCluster(parsed)) {
+      if (parsed.values.repo !== undefined) throw new UsageError(`give either --repo (standalone) or --backup-name/--recovery-name (in a cluster), not both`);
+      await runInCluster(command, parsed, { io, out, logger, signal });
+    } else {
+      await runStandalone(command, parsed, { io, out, logger, signal });
+    }
+    return 0;
+  } catch (err) {
+    return reportError(io, json, command, err);
+  }
+}
+
+/** The process entry (agent/bin/stash.js): SIGTERM/SIGINT cancel the running restic cleanly (it releases its lock). */
+export async function runCli(): Promise<void> {
+  const controller = new AbortController();
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) process.once(sig, () => controller.abort());
+  process.exitCode = await main(process.argv.slice(2), { signal: controller.signal });
+}

@@ -1,0 +1,156 @@
+/**
+ * Typed restic failures. `classifyFailure` maps restic's exit code and its `exit_error` / `error`
+ * JSON lines on stderr to one of these, so callers (CLI, status reporting) can say what went
+ * wrong and what to do about it. Messages never contain secrets: the driver redacts every value
+ * of the target's environment before building one.
+ */
+
+/** Base class of every failure the restic driver reports. */
+export class ResticError extends Error {
+  /** restic's exit code (undefined when restic did not run or was killed by a signal). */
+  readonly exitCode: number | undefined;
+  /** restic's own message (redacted), for logs. */
+  readonly detail: string;
+  constructor(message: string, exitCode: number | undefined, detail: string) {
+    super(message);
+    this.name = new.target.name;
+    this.exitCode = exitCode;
+    this.detail = detail;
+  }
+}
+
+export class ResticNotFoundError extends ResticError {}
+export class WrongPasswordError extends ResticError {}
+export class RepositoryNotFoundError extends ResticError {}
+export class RepositoryUnreachableError extends ResticError {}
+export class BackendCredentialsError extends ResticError {}
+export class SourcePathMissingError extends ResticError {}
+export class CommandFailedError extends ResticError {}
+export class SnapshotNotFoundError extends ResticError {}
+export class ResticCancelledError extends ResticError {}
+
+/** Who holds a lock, as restic reports it. */
+export interface LockHolder {
+  readonly pid?: number;
+  readonly host?: string;
+  readonly user?: string;
+  readonly createdAt?: string;
+  readonly exclusive: boolean;
+}
+
+export class RepositoryLockedError extends ResticError {
+  readonly holder: LockHolder;
+  constructor(message: string, exitCode: number | undefined, detail: string, holder: LockHolder) {
+    super(message, exitCode, detail);
+    this.holder = holder;
+  }
+}
+
+/** restic exited 3: a snapshot was saved but some source files could not be read. */
+export class IncompleteBackupError extends ResticError {
+  readonly snapshotId: string | undefined;
+  constructor(message: string, exitCode: number | undefined, detail: string, snapshotId: string | undefined) {
+    super(message, exitCode, detail);
+    this.snapshotId = snapshotId;
+  }
+}
+
+/** Parses restic's "repository is already locked [exclusively ]by PID N on HOST by USER ... created at T" text. */
+export function parseLockHolder(text: string): LockHolder {
+  const m = /already locked (exclusively )?by PID (\d+) on (\S+) by (\S+)/.exec(text);
+  const created = /lock was created at ([0-9-]+ [0-9:]+)/.exec(text);
+  return {
+    exclusive: Boolean(m?.[1]),
+    ...(m?.[2] ? { pid: Number(m[2]) } : {}),
+    ...(m?.[3] ? { host: m[3] } : {}),
+    ...(m?.[4] ? { user: m[4] } : {}),
+    ...(created?.[1] ? { createdAt: created[1] } : {}),
+  };
+}
+
+export interface FailureInput {
+  /** What the driver was doing, e.g. `backup`, `restore latest`. */
+  readonly operation: string;
+  /** restic's repository string (never holds credentials). */
+  readonly repository: string;
+  readonly exitCode: number | undefined;
+  readonly signal?: string | undefined;
+  /** The `message` of restic's `exit_error` line, if any. */
+  readonly exitMessage?: string | undefined;
+  /** Other stderr text (non-JSON lines and `error` messages). */
+  readonly stderr: string;
+}
+
+const unreachable =
+  /connection refused|no such host|dial tcp|i\/o timeout|network is unreachable|context deadline exceeded|TLS handshake|x509:|certificate signed by unknown authority|server misbehaving|connection reset|EOF$/im;
+const credentials =
+  /access ?denied|InvalidAccessKeyId|SignatureDoesNotMatch|\b403\b|\b401\b|Forbidden|Unauthorized|AuthenticationFailed|AuthorizationFailure|invalid_grant|permission denied \(publickey|Authentication failed|bad credentials|The AWS Access Key Id you provided/i;
+
+/** Maps a failed restic run to a typed error with a message that names the cause and the fix. */
+export function classifyFailure(input: FailureInput): ResticError {
+  const { operation, repository, exitCode } = input;
+  const detail = [input.exitMessage, input.stderr].filter(Boolean).join('\n').trim();
+  const where = `restic ${operation} on repository ${repository}`;
+
+  if (input.signal) {
+    return new ResticCancelledError(`${where} was stopped by ${input.signal}; run it again (stale locks it left are removed automatically)`, exitCode, detail);
+  }
+  if (exitCode === 130) {
+    return new ResticCancelledError(`${where} was cancelled; run it again`, exitCode, detail);
+  }
+  if (exitCode === 12 || /wrong password or no key found/i.test(detail)) {
+    return new WrongPasswordError(
+      `${where} failed: wrong password (no key in the repository opens with it); check RESTIC_PASSWORD in the storage Secret or the --password-file`,
+      exitCode, detail);
+  }
+  if (exitCode === 10 || /repository does not exist/i.test(detail)) {
+    return new RepositoryNotFoundError(
+      `${where} failed: the repository does not exist; create it with \`stash init\` or check the repository location (bucket, prefix, path)`,
+      exitCode, detail);
+  }
+  if (exitCode === 11 || /already locked/i.test(detail)) {
+    const holder = parseLockHolder(detail);
+    const who = holder.pid !== undefined ? ` by PID ${holder.pid} on ${holder.host ?? '?'} (user ${holder.user ?? '?'}, since ${holder.createdAt ?? '?'})` : '';
+    return new RepositoryLockedError(
+      `${where} failed: the repository is locked${holder.exclusive ? ' exclusively' : ''}${who}; the lock is live (not stale), so wait for that operation to finish; ` +
+        'a lock whose process is gone, or that has not been refreshed for 30 minutes, is removed automatically',
+      exitCode, detail, holder);
+  }
+  if (/all source directories\/files do not exist|does not exist, skipping/i.test(detail) && operation.startsWith('backup')) {
+    return new SourcePathMissingError(`${where} failed: a path to back up does not exist; check the target directories and the volume mounts`, exitCode, detail);
+  }
+  if (/failed to start command|command failed: exit status/i.test(detail)) {
+    const m = /command failed: (exit status \d+)|failed to start command: (.*)$/m.exec(detail);
+    return new CommandFailedError(
+      `${where} failed: the dump command ${m?.[1] ?? m?.[2] ?? 'failed'}; no snapshot was saved; see the command's stderr above and fix the command or its connection settings`,
+      exitCode, detail);
+  }
+  if (/no matching ID found|no snapshot found|invalid id|snapshot .* not found/i.test(detail)) {
+    return new SnapshotNotFoundError(`${where} failed: no such snapshot; list them with \`stash snapshots\``, exitCode, detail);
+  }
+  if (credentials.test(detail)) {
+    return new BackendCredentialsError(
+      `${where} failed: the storage backend rejected the credentials; check the keys in the storage Secret (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and their permissions on the bucket`,
+      exitCode, detail);
+  }
+  if (unreachable.test(detail)) {
+    return new RepositoryUnreachableError(
+      `${where} failed: the storage backend is unreachable (${firstLine(detail)}); check the endpoint, DNS, network policy and CA certificate`,
+      exitCode, detail);
+  }
+  return new ResticError(`${where} failed with exit code ${exitCode ?? 'none'}: ${firstLine(detail) || 'no message'}`, exitCode, detail);
+}
+
+function firstLine(text: string): string {
+  const line = text.split('\n').find((l) => l.trim() !== '') ?? '';
+  return line.replace(/^Fatal: /, '').slice(0, 300);
+}
+
+/** Replaces every secret value in text by `[redacted]`. Values shorter than 4 characters are left alone (too common to mask). */
+export function redact(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of secrets) {
+    if (s.length >= 4) out = out.split(s).join('[redacted]');
+  }
+  return out;
+}
