@@ -1,0 +1,502 @@
+// The backup sidecar a Backup puts into its workload's pod template: pure, no I/O.
+//
+// planSidecar() returns the partial workload object the handler server-side applies under the
+// field manager `stash.appscode.com/inject-sidecar` (only the fields Stash owns: its containers
+// and volumes), or why nothing is applied. Only what reaches the pod is in it: schedule,
+// retention, excludes and paused are read by the agent from the functions at run time, so
+// changing them never restarts a pod. The update strategy is never touched.
+import path from 'node:path/posix';
+import type { V1Container, V1EnvVar, V1ObjectMeta, V1PodTemplateSpec, V1SecurityContext, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import { agentName } from '../../shared/api/index.ts';
+import type { AgentTemplate, Backup, Container, Repository } from '../../shared/api/index.ts';
+import type { ConditionInput } from '../../shared/kube/index.ts';
+
+export const FIELD_MANAGER = 'stash.appscode.com/inject-sidecar';
+export const FINALIZER = 'stash.appscode.com/inject-sidecar';
+/** On the Backup: `<kind>/<name>` of the workload the sidecar was applied to (found again after targetRef changes). */
+export const TARGET_ANNOTATION = 'stash.appscode.com/sidecar-target';
+export const DEFAULT_FUNCTIONS_URL = 'http://handle-trigger.stash-system.svc.cluster.local';
+
+/** Where the sidecar finds what Stash mounts. */
+export const TMP_VOLUME = 'stash-tmp';
+export const TMP_PATH = '/tmp';
+export const SECRET_VOLUME = 'stash-repository';
+export const SECRET_PATH = '/etc/stash/repository';
+export const TOKEN_VOLUME = 'stash-token';
+export const TOKEN_DIR = '/var/run/secrets/stash';
+export const TOKEN_PATH = 'token';
+export const TOKEN_AUDIENCE = 'stash';
+export const TOKEN_EXPIRATION_SECONDS = 3600;
+export const LOCAL_REPOSITORY_VOLUME = 'stash-local-repository';
+/** The StatefulSet controller labels each pod with its ordinal (GA in Kubernetes 1.32). */
+export const POD_INDEX_LABEL = 'apps.kubernetes.io/pod-index';
+
+/** Kinds whose pod template (spec.template) Stash injects into, and the apiVersion each is served at. */
+export const WORKLOAD_KINDS: Readonly<Record<string, string>> = {
+  Deployment: 'apps/v1',
+  StatefulSet: 'apps/v1',
+  DaemonSet: 'apps/v1',
+  ReplicaSet: 'apps/v1',
+  ReplicationController: 'v1',
+};
+
+/** The workload as read from the API (any of WORKLOAD_KINDS). */
+export interface Workload {
+  apiVersion: string;
+  kind: string;
+  metadata: V1ObjectMeta;
+  spec?: { template?: V1PodTemplateSpec } & Record<string, unknown>;
+}
+
+/** The partial workload that is server-side applied. */
+export interface ApplyConfig {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace: string };
+  spec?: { template: { spec: { containers: V1Container[]; volumes: V1Volume[] } } };
+}
+
+export interface PlanOptions {
+  /** handle-trigger's URL, which the agent reports to. Default DEFAULT_FUNCTIONS_URL. */
+  functionsUrl?: string;
+  /** Prometheus Pushgateway URL; '' (the default) = the agent pushes nothing. */
+  pushGatewayUrl?: string;
+}
+
+export interface PlanInput {
+  backup: Backup;
+  agentTemplate: AgentTemplate;
+  repository: Repository;
+  workload: Workload;
+  options?: PlanOptions;
+}
+
+export type Plan =
+  | { action: 'apply'; applyConfig: ApplyConfig }
+  | { action: 'none'; reason: string }
+  | { action: 'refuse'; condition: ConditionInput };
+
+/** Reasons of the Ready=False conditions this function sets. */
+export type RefusalReason =
+  | 'AgentTemplateNotFound' | 'RepositoryNotFound' | 'TargetNotFound' | 'UnsupportedTarget' | 'TargetManagedByController'
+  | 'TargetDirectoryNotMounted' | 'InvalidAgentTemplate' | 'InvalidBackup' | 'RepositoryNotMountable' | 'MountPathConflict' | 'NameConflict'
+  | 'SecurityContextConflict' | 'ReservedEnvironmentVariable' | 'TargetHasAnotherBackup' | 'ApplyConflict' | 'ApplyRejected';
+
+export function refusal(reason: RefusalReason, message: string, observedGeneration?: number): ConditionInput {
+  const condition: ConditionInput = { type: 'Ready', status: 'False', reason, message };
+  if (observedGeneration !== undefined) condition.observedGeneration = observedGeneration;
+  return condition;
+}
+
+export function describeWorkload(kind: string, namespace: string, name: string): string {
+  return `${kind} ${namespace}/${name}`;
+}
+
+/** Null when `kind`/`apiVersion` is a workload Stash injects into, else the refusal message. */
+export function unsupportedTargetMessage(targetRef: { apiVersion: string; kind: string; name: string }): string | undefined {
+  const expected = WORKLOAD_KINDS[targetRef.kind];
+  if (expected === undefined) {
+    return `targetRef ${targetRef.kind} ${targetRef.name} (${targetRef.apiVersion}) cannot get a backup sidecar: Stash injects into ` +
+      `${Object.keys(WORKLOAD_KINDS).join(', ')} (or backs up a database through an AppBinding). ` +
+      (targetRef.kind === 'CronJob' || targetRef.kind === 'Job' || targetRef.kind === 'Pod'
+        ? `A ${targetRef.kind} is not a long-running controller of pods: back up the volume it writes from a Deployment or StatefulSet that mounts it, or recover it with a Recovery.`
+        : 'Point targetRef at one of those kinds.');
+  }
+  if (targetRef.apiVersion !== expected) {
+    return `targetRef ${targetRef.kind} ${targetRef.name} has apiVersion ${targetRef.apiVersion}; Stash reads ${targetRef.kind} at ${expected}: set targetRef.apiVersion to ${expected}`;
+  }
+  return undefined;
+}
+
+/** The apply object that removes everything the field manager added: it owns no field any more. */
+export function removalConfig(workload: { apiVersion: string; kind: string; metadata: { name?: string; namespace?: string } }): ApplyConfig {
+  return {
+    apiVersion: workload.apiVersion,
+    kind: workload.kind,
+    metadata: { name: workload.metadata.name ?? '', namespace: workload.metadata.namespace ?? '' },
+  };
+}
+
+/** The variables Stash sets and a template or containerAttributes may not override. */
+export const RESERVED_ENV = [
+  'BACKUP_NAME', 'NAMESPACE', 'POD_NAME', 'POD_INDEX', 'NODE_NAME', 'STASH_HOST', 'STASH_FUNCTIONS_URL', 'STASH_TOKEN_FILE',
+  'STASH_REPOSITORY_SECRET_DIR',
+] as const;
+
+/**
+ * The environment Stash gives every sidecar container. STASH_HOST is the replica's restic host:
+ * `host-0` for Deployment-like workloads (one replica backs up), `host-<ordinal>` for a
+ * StatefulSet (the pod-index label via the downward API), the node name for a DaemonSet.
+ */
+export function stashEnv(backup: { name: string; namespace: string }, kind: string, options: PlanOptions, templateText: string): V1EnvVar[] {
+  const env: V1EnvVar[] = [
+    { name: 'BACKUP_NAME', value: backup.name },
+    { name: 'NAMESPACE', value: backup.namespace },
+    { name: 'POD_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } },
+  ];
+  if (kind === 'StatefulSet') {
+    env.push({ name: 'POD_INDEX', valueFrom: { fieldRef: { fieldPath: `metadata.labels['${POD_INDEX_LABEL}']` } } });
+    env.push({ name: 'STASH_HOST', value: 'host-$(POD_INDEX)' });
+  } else if (kind === 'DaemonSet') {
+    env.push({ name: 'NODE_NAME', valueFrom: { fieldRef: { fieldPath: 'spec.nodeName' } } });
+    env.push({ name: 'STASH_HOST', value: '$(NODE_NAME)' });
+  } else {
+    env.push({ name: 'STASH_HOST', value: 'host-0' });
+  }
+  env.push(
+    envValue('PUSH_GATEWAY_URL', options.pushGatewayUrl ?? ''),
+    { name: 'ENABLE_STATUS_SUB_RESOURCE', value: 'true' },
+    { name: 'ENABLE_ANALYTICS', value: 'false' },
+  );
+  // The design's AgentTemplate spells it ENABLE_ANALYSTICS: give that name too when it is used.
+  if (templateText.includes('$(ENABLE_ANALYSTICS)')) env.push({ name: 'ENABLE_ANALYSTICS', value: 'false' });
+  env.push(
+    { name: 'STASH_FUNCTIONS_URL', value: options.functionsUrl ?? DEFAULT_FUNCTIONS_URL },
+    { name: 'STASH_TOKEN_FILE', value: `${TOKEN_DIR}/${TOKEN_PATH}` },
+    { name: 'STASH_REPOSITORY_SECRET_DIR', value: SECRET_PATH },
+  );
+  return env;
+}
+
+/** An env var with a value; an empty value is left out (the apiserver drops `value: ""`). */
+function envValue(name: string, value: string): V1EnvVar {
+  return value === '' ? { name } : { name, value };
+}
+
+function normaliseEnv(env: readonly V1EnvVar[]): V1EnvVar[] {
+  return env.map((e) => (e.value === '' ? { name: e.name, ...(e.valueFrom ? { valueFrom: e.valueFrom } : {}) } : { ...e }));
+}
+
+/** `base` with `overrides` applied by name: a known name is replaced in place, a new one appended. */
+function mergeEnv(base: readonly V1EnvVar[], overrides: readonly V1EnvVar[]): V1EnvVar[] {
+  const out = [...base];
+  for (const variable of overrides) {
+    const index = out.findIndex((e) => e.name === variable.name);
+    if (index >= 0) out[index] = variable;
+    else out.push(variable);
+  }
+  return out;
+}
+
+/** True when `dir` is `mountPath` or below it. */
+function isAtOrBelow(dir: string, mountPath: string): boolean {
+  const d = path.normalize(dir).replace(/\/+$/, '') || '/';
+  const m = path.normalize(mountPath).replace(/\/+$/, '') || '/';
+  return m === '/' || d === m || d.startsWith(`${m}/`);
+}
+
+interface AppMount {
+  container: V1Container;
+  mount: V1VolumeMount;
+}
+
+/** The app container mount holding `dir`: the deepest mountPath at or above it, first container first. */
+function mountHolding(containers: readonly V1Container[], dir: string): AppMount | undefined {
+  let best: AppMount | undefined;
+  for (const container of containers) {
+    for (const mount of container.volumeMounts ?? []) {
+      if (!isAtOrBelow(dir, mount.mountPath)) continue;
+      if (best === undefined || path.normalize(mount.mountPath).length > path.normalize(best.mount.mountPath).length) best = { container, mount };
+    }
+  }
+  return best;
+}
+
+function readOnlyMount(mount: V1VolumeMount): V1VolumeMount {
+  const out: V1VolumeMount = { name: mount.name, mountPath: mount.mountPath, readOnly: true };
+  if (mount.subPath) out.subPath = mount.subPath;
+  if (mount.subPathExpr) out.subPathExpr = mount.subPathExpr;
+  return out;
+}
+
+const IDENTITY_FIELDS = ['runAsUser', 'runAsGroup', 'runAsNonRoot'] as const;
+
+/**
+ * The sidecar's securityContext: the template's, then the identity (runAsUser, runAsGroup,
+ * runAsNonRoot) of the app container that mounts the first target directory, so the agent reads
+ * the files as the app does, then the Backup's containerAttributes.securityContext. Pod-level
+ * settings (runAsUser, runAsGroup, fsGroup, supplementalGroups, runAsNonRoot) apply to the
+ * sidecar as to every container of the pod, so they are not copied.
+ */
+function sidecarSecurityContext(
+  template: Record<string, unknown> | undefined, app: V1SecurityContext | undefined, attributes: Record<string, unknown> | undefined,
+): Record<string, unknown> | undefined {
+  const out: Record<string, unknown> = { ...(template ?? {}) };
+  for (const field of IDENTITY_FIELDS) {
+    const value = app?.[field];
+    if (value !== undefined && value !== null) out[field] = value;
+  }
+  Object.assign(out, attributes ?? {});
+  return Object.keys(out).length === 0 ? undefined : out;
+}
+
+/** Deterministic key order for a plain JSON value (objects sorted by key). */
+export function canonical(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(canonical);
+  if (value !== null && typeof value === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const key of Object.keys(value).sort()) {
+      const v = (value as Record<string, unknown>)[key];
+      if (v !== undefined) out[key] = canonical(v);
+    }
+    return out;
+  }
+  return value;
+}
+
+/** Milliseconds of a metav1.Time, as a string (JSON) or a Date (client-node's typed reads); 0 if absent. */
+function timeOf(value: unknown): number {
+  if (value instanceof Date) return value.getTime();
+  if (typeof value === 'string') return Date.parse(value) || 0;
+  return 0;
+}
+
+function controllerOf(metadata: V1ObjectMeta): { kind: string; name: string; apiVersion: string } | undefined {
+  const owner = metadata.ownerReferences?.find((o) => o.controller === true);
+  return owner ? { kind: owner.kind, name: owner.name, apiVersion: owner.apiVersion } : undefined;
+}
+
+/**
+ * Whether `backup` is the Backup that owns the sidecar of its target: with one field manager,
+ * two Backups on one workload would overwrite each other's sidecar on every resync. The oldest
+ * live Backup (creationTimestamp, then name) wins; returns the winner when it is another one.
+ */
+export function otherClaimant(backup: Backup, siblings: readonly Backup[]): Backup | undefined {
+  const key = (b: Backup): string => `${b.spec.targetRef.kind}/${b.spec.targetRef.name}`;
+  const order = (b: Backup): string => `${String(timeOf(b.metadata.creationTimestamp)).padStart(16, '0')}\u0000${b.metadata.name ?? ''}`;
+  const contenders = siblings
+    .filter((b) => b.metadata.deletionTimestamp === undefined && key(b) === key(backup) && b.metadata.namespace === backup.metadata.namespace)
+    .filter((b) => b.metadata.name !== backup.metadata.name);
+  const first = [backup, ...contenders].sort((a, b) => (order(a) < order(b) ? -1 : order(a) > order(b) ? 1 : 0))[0];
+  return first && first.metadata.name !== backup.metadata.name ? first : undefined;
+}
+
+/** The sidecar for `backup` in `workload`, or why none is applied. */
+export function planSidecar(input: PlanInput): Plan {
+  const { backup, agentTemplate, repository, workload } = input;
+  const options = input.options ?? {};
+  const spec = backup.spec;
+  const namespace = backup.metadata.namespace ?? '';
+  const backupName = backup.metadata.name ?? '';
+  const generation = typeof backup.metadata.generation === 'number' ? backup.metadata.generation : undefined;
+  const refuse = (reason: RefusalReason, message: string): Plan => ({ action: 'refuse', condition: refusal(reason, message, generation) });
+
+  if (spec.targetRef.kind === 'AppBinding') {
+    return { action: 'none', reason: `Backup ${namespace}/${backupName} backs up a database (AppBinding ${spec.targetRef.name}): launch-db-job runs it as a Job, no sidecar` };
+  }
+  const unsupported = unsupportedTargetMessage(spec.targetRef);
+  if (unsupported !== undefined) return refuse('UnsupportedTarget', unsupported);
+  if (workload.kind !== spec.targetRef.kind || workload.metadata.name !== spec.targetRef.name) {
+    return refuse('TargetNotFound', `the workload read (${workload.kind} ${workload.metadata.name ?? ''}) is not targetRef ${spec.targetRef.kind} ${spec.targetRef.name}`);
+  }
+  const what = describeWorkload(workload.kind, namespace, spec.targetRef.name);
+
+  const controller = controllerOf(workload.metadata);
+  if (controller !== undefined) {
+    const hint = WORKLOAD_KINDS[controller.kind] === controller.apiVersion
+      ? `set targetRef to ${controller.kind} ${controller.name} (apiVersion ${controller.apiVersion}) instead`
+      : `configure backups through ${controller.kind} ${controller.name}'s own operator, or back up its data with an AppBinding`;
+    return refuse('TargetManagedByController',
+      `${what} is controlled by ${controller.kind} ${controller.name} (its controller ownerReference); that controller rewrites the pod ` +
+      `template, so a sidecar Stash added would be removed and re-added forever (stashed/stash#1308): ${hint}`);
+  }
+
+  const templateSpec = workload.spec?.template?.spec;
+  if (templateSpec === undefined) return refuse('UnsupportedTarget', `${what} has no spec.template.spec; it is not a pod controller Stash can inject into`);
+
+  const repoNamespace = spec.repository.namespace ?? namespace;
+  if (repoNamespace !== namespace) {
+    return refuse('RepositoryNotMountable',
+      `Repository ${repoNamespace}/${spec.repository.name} is in another namespace than ${what}; the kubelet mounts its storage Secret ` +
+      `${repository.spec.backend.storageSecretName} only into pods of namespace ${repoNamespace}: ` +
+      `create the Repository and its Secret in namespace ${namespace}`);
+  }
+
+  const templateName = agentName(spec.backupAgent);
+  if ((agentTemplate.spec.initContainers ?? []).length > 0) {
+    return refuse('InvalidAgentTemplate',
+      `AgentTemplate ${templateName} has initContainers, which a backup sidecar cannot run (they would run before the app at every pod start); ` +
+      `a workload backup needs a template with containers only, such as stash-volume-backup`);
+  }
+
+  // Target directories -> the app volumes holding them, mounted read-only at the app's mount path.
+  const directories = spec.targetDirectories ?? [];
+  if (directories.length === 0) return refuse('InvalidBackup', `Backup ${namespace}/${backupName} lists no targetDirectories: list the directories (as the app mounts them) to back up`);
+  // The app's containers: not the sidecar this manager applied before.
+  const ownedContainers = ownedNames(workload, 'f:containers');
+  const appContainers = templateSpec.containers.filter((c) => !ownedContainers.has(c.name));
+  const targetMounts: V1VolumeMount[] = [];
+  let identitySource: V1Container | undefined;
+  for (const dir of directories) {
+    const held = mountHolding(appContainers, dir);
+    if (held === undefined) {
+      const mounts = appContainers.flatMap((c) => (c.volumeMounts ?? []).map((m) => `${m.mountPath} (${c.name})`));
+      return refuse('TargetDirectoryNotMounted',
+        `targetDirectories entry ${dir} is not on any volume the containers of ${what} mount ` +
+        `(${mounts.length > 0 ? `they mount ${mounts.join(', ')}` : 'they mount no volumes'}): a sidecar can only read volumes; ` +
+        'fix the path in targetDirectories or mount a volume holding it in the app container');
+    }
+    identitySource ??= held.container;
+    if (!targetMounts.some((m) => m.mountPath === held.mount.mountPath)) targetMounts.push(readOnlyMount(held.mount));
+  }
+
+  // Volumes Stash adds.
+  const backend = repository.spec.backend;
+  const volumes: V1Volume[] = [
+    { name: TMP_VOLUME, emptyDir: {} },
+    { name: SECRET_VOLUME, secret: { secretName: backend.storageSecretName } },
+    {
+      name: TOKEN_VOLUME,
+      projected: { sources: [{ serviceAccountToken: { audience: TOKEN_AUDIENCE, expirationSeconds: TOKEN_EXPIRATION_SECONDS, path: TOKEN_PATH } }] },
+    },
+  ];
+  const stashMounts: V1VolumeMount[] = [
+    { name: TMP_VOLUME, mountPath: TMP_PATH },
+    { name: SECRET_VOLUME, mountPath: SECRET_PATH, readOnly: true },
+    { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true },
+  ];
+  if (backend.local !== undefined) {
+    const local = backend.local;
+    const volume: V1Volume = { name: LOCAL_REPOSITORY_VOLUME };
+    if (local.hostPath) volume.hostPath = { ...local.hostPath };
+    else if (local.persistentVolumeClaim) volume.persistentVolumeClaim = { ...local.persistentVolumeClaim };
+    else if (local.nfs) volume.nfs = { ...local.nfs };
+    volumes.push(volume);
+    stashMounts.push({ name: LOCAL_REPOSITORY_VOLUME, mountPath: local.mountPath });
+  }
+  const ownedVolumes = ownedNames(workload, 'f:volumes');
+  const appVolumeClash = volumes.find((v) => (templateSpec.volumes ?? []).some((w) => w.name === v.name) && !ownedVolumes.has(v.name));
+  if (appVolumeClash !== undefined) {
+    return refuse('NameConflict',
+      `${what} already has a volume named ${appVolumeClash.name}, a name Stash uses for its sidecar: rename that volume in the workload`);
+  }
+  for (const stashMount of stashMounts) {
+    const clash = targetMounts.find((m) => isAtOrBelow(m.mountPath, stashMount.mountPath) || isAtOrBelow(stashMount.mountPath, m.mountPath));
+    if (clash !== undefined) {
+      return refuse('MountPathConflict',
+        `the volume holding a target directory is mounted at ${clash.mountPath}, which overlaps ${stashMount.mountPath} where the sidecar mounts ` +
+        `${stashMount.name}: back up a directory outside ${stashMount.mountPath} or mount the app volume elsewhere`);
+    }
+  }
+
+  // Security context checks.
+  const attributes = spec.containerAttributes;
+  const podSecurity = templateSpec.securityContext;
+  const effective = (field: 'runAsUser' | 'runAsNonRoot', sc: Record<string, unknown> | undefined): unknown =>
+    sc?.[field] ?? identitySource?.securityContext?.[field] ?? podSecurity?.[field];
+
+  const templateText = JSON.stringify(agentTemplate.spec.containers);
+  const baseEnv = stashEnv({ name: backupName, namespace }, workload.kind, options, templateText);
+  for (const [source, env] of [['containerAttributes.env of the Backup', attributes?.env ?? []], ...agentTemplate.spec.containers.map((c) => [`env of AgentTemplate ${templateName} container ${c.name}`, c.env ?? []] as const)] as const) {
+    const reserved = env.find((e) => (RESERVED_ENV as readonly string[]).includes(e.name));
+    if (reserved !== undefined) {
+      return refuse('ReservedEnvironmentVariable',
+        `${source} sets ${reserved.name}, which Stash sets itself to identify the Backup and the replica: remove it (Stash sets ${RESERVED_ENV.join(', ')})`);
+    }
+  }
+
+  const appNames = new Set(appContainers.map((c) => c.name));
+  const containers: V1Container[] = [];
+  for (const agent of agentTemplate.spec.containers) {
+    if (appNames.has(agent.name)) {
+      return refuse('NameConflict',
+        `${what} already has a container named ${agent.name}, the name of AgentTemplate ${templateName}'s container: rename one of them`);
+    }
+    const securityContext = sidecarSecurityContext(agent.securityContext, identitySource?.securityContext, attributes?.securityContext);
+    if (effective('runAsNonRoot', securityContext) === true && effective('runAsUser', securityContext) === 0) {
+      return refuse('SecurityContextConflict',
+        `the sidecar would run as uid 0 while ${what} requires runAsNonRoot: the kubelet would refuse to start it; ` +
+        'remove runAsUser: 0 from containerAttributes.securityContext (or the AgentTemplate) so the agent runs as the app does');
+    }
+    const built = sidecarContainer(agent, {
+      env: normaliseEnv(mergeEnv(mergeEnv(baseEnv, (agent.env ?? []) as V1EnvVar[]), (attributes?.env ?? []) as V1EnvVar[])),
+      mounts: [...targetMounts, ...stashMounts, ...templateMounts(agent, stashMounts)],
+      securityContext,
+      resources: attributes?.resources ?? agent.resources,
+      imagePullPolicy: attributes?.imagePullPolicy ?? agent.imagePullPolicy,
+    });
+    if (typeof built === 'string') return refuse('InvalidAgentTemplate', `AgentTemplate ${templateName}: ${built}`);
+    containers.push(built);
+  }
+
+  const applyConfig: ApplyConfig = {
+    apiVersion: workload.apiVersion,
+    kind: workload.kind,
+    metadata: { name: spec.targetRef.name, namespace },
+    spec: { template: { spec: { containers, volumes } } },
+  };
+  return { action: 'apply', applyConfig: canonical(applyConfig) as ApplyConfig };
+}
+
+/** Names of the pod template's containers or volumes this function's field manager owns (from managedFields). */
+export function ownedNames(workload: Workload, list: 'f:containers' | 'f:volumes'): Set<string> {
+  const entry = workload.metadata.managedFields?.find((m) => m.manager === FIELD_MANAGER && m.operation === 'Apply' && !m.subresource);
+  const spec = dig(entry?.fieldsV1, ['f:spec', 'f:template', 'f:spec', list]);
+  const names = new Set<string>();
+  if (spec === null || typeof spec !== 'object') return names;
+  for (const key of Object.keys(spec)) {
+    if (!key.startsWith('k:')) continue;
+    try {
+      const parsed = JSON.parse(key.slice(2)) as { name?: unknown };
+      if (typeof parsed.name === 'string') names.add(parsed.name);
+    } catch {
+      // not a key this function writes
+    }
+  }
+  return names;
+}
+
+function dig(value: unknown, keys: readonly string[]): unknown {
+  let current = value;
+  for (const key of keys) {
+    if (current === null || typeof current !== 'object') return undefined;
+    current = (current as Record<string, unknown>)[key];
+  }
+  return current;
+}
+
+/** The template's own volume mounts: only the scratch volume `tmp` (the default templates' name) is provided. */
+function templateMounts(agent: Container, stashMounts: readonly V1VolumeMount[]): V1VolumeMount[] {
+  const out: V1VolumeMount[] = [];
+  for (const mount of agent.volumeMounts ?? []) {
+    if (stashMounts.some((m) => m.mountPath === mount.mountPath)) continue;
+    out.push({ ...mount, name: mount.name === 'tmp' ? TMP_VOLUME : mount.name });
+  }
+  return out;
+}
+
+function sidecarContainer(agent: Container, parts: {
+  env: V1EnvVar[]; mounts: V1VolumeMount[]; securityContext: Record<string, unknown> | undefined;
+  resources: Container['resources']; imagePullPolicy: Container['imagePullPolicy'];
+}): V1Container | string {
+  const unknownMount = (agent.volumeMounts ?? []).find((m) => m.name !== 'tmp');
+  if (unknownMount !== undefined) {
+    return `container ${agent.name} mounts volume ${unknownMount.name}, which a backup sidecar does not have (only "tmp", the scratch emptyDir): remove that mount`;
+  }
+  const container: V1Container = { name: agent.name, image: agent.image };
+  if (agent.command) container.command = [...agent.command];
+  if (agent.args) container.args = [...agent.args];
+  if (agent.workingDir) container.workingDir = agent.workingDir;
+  container.env = parts.env;
+  if (agent.envFrom) container.envFrom = agent.envFrom;
+  container.volumeMounts = parts.mounts;
+  const resources = parts.resources;
+  if (resources && (Object.keys(resources.limits ?? {}).length > 0 || Object.keys(resources.requests ?? {}).length > 0)) {
+    const r: Record<string, Record<string, string>> = {};
+    if (resources.limits && Object.keys(resources.limits).length > 0) r.limits = quantities(resources.limits);
+    if (resources.requests && Object.keys(resources.requests).length > 0) r.requests = quantities(resources.requests);
+    container.resources = r;
+  }
+  if (parts.securityContext) container.securityContext = parts.securityContext;
+  if (parts.imagePullPolicy) container.imagePullPolicy = parts.imagePullPolicy;
+  if (agent.ports) {
+    container.ports = agent.ports.map((p) => ({ protocol: 'TCP', ...p })) as V1Container['ports'];
+  }
+  return container;
+}
+
+function quantities(values: Record<string, string | number>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(values)) out[key] = String(value);
+  return out;
+}
