@@ -1,0 +1,114 @@
+// The launch-db-job function's server: Knative ApiServerSource events (BackupTrigger, Backup, Job,
+// AppBinding, Repository, AgentTemplate), PingSource / cron-connector resyncs, and plain JSON calls
+// `POST /invoke {kind, namespace, name}`.
+//
+//   node functions/launch-db-job/index.ts   PORT (default 8080), KUBECONFIG or in-cluster,
+//                                           STASH_FUNCTIONS_URL, PUSH_GATEWAY_URL,
+//                                           STASH_JOB_DEADLINE_SECONDS, STASH_JOB_TTL_SECONDS, LOG_LEVEL
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { loadKubeConfig } from '../../shared/kube/index.ts';
+import { createFunctionServer, PermanentError } from '../../shared/runtime/index.ts';
+import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
+import { createLaunchDbJob } from './handler.ts';
+import type { HandlerOptions } from './handler.ts';
+
+export { createLaunchDbJob, resolveReferences } from './handler.ts';
+export type { HandlerOptions, LaunchDbJob, Resolution, TriggerResult } from './handler.ts';
+export * from './plan.ts';
+
+export const FUNCTION_NAME = 'launch-db-job';
+export const HANDLED_KINDS = ['BackupTrigger', 'Backup', 'Job', 'AppBinding', 'Repository', 'AgentTemplate'] as const;
+
+export const invokeSchema = z.object({
+  apiVersion: z.string().min(1).optional(),
+  kind: z.string().min(1),
+  namespace: z.string().min(1).optional(),
+  name: z.string().min(1),
+});
+const routes = { '/invoke': invokeSchema };
+type Routes = typeof routes;
+
+/** Routes one invocation to the handler. */
+export async function handleInvocation(launcher: ReturnType<typeof createLaunchDbJob>, invocation: Invocation<Routes>, log: Logger): Promise<void> {
+  if (invocation.source === 'ping' || invocation.source === 'cron-connector') {
+    await launcher.resync(log);
+    return;
+  }
+  const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
+  if (!(HANDLED_KINDS as readonly string[]).includes(ref.kind)) {
+    throw new PermanentError(`launch-db-job handles events about ${HANDLED_KINDS.join(', ')}, not ${ref.kind}: fix the ApiServerSource or Trigger filter`);
+  }
+  if (ref.kind === 'AgentTemplate') {
+    await launcher.reconcileReferrers(ref.kind, undefined, ref.name, log);
+    return;
+  }
+  if (ref.namespace === undefined) {
+    throw new PermanentError(`a ${ref.kind} event needs the object's namespace; ${ref.kind} ${ref.name} came without one`);
+  }
+  switch (ref.kind) {
+    case 'BackupTrigger':
+      await launcher.reconcileTrigger(ref.namespace, ref.name, log);
+      return;
+    case 'Backup':
+      await launcher.reconcileBackup(ref.namespace, ref.name, log);
+      return;
+    case 'Job':
+      await launcher.reconcileJob(ref.namespace, ref.name, log);
+      return;
+    default:
+      await launcher.reconcileReferrers(ref.kind, ref.namespace, ref.name, log);
+  }
+}
+
+export interface ServerOptions extends HandlerOptions {
+  logger?: Logger;
+}
+
+export function createLaunchDbJobServer(kc: KubeConfig, options: ServerOptions = {}): FunctionServer {
+  const { logger, ...handlerOptions } = options;
+  const launcher = createLaunchDbJob(kc, handlerOptions);
+  return createFunctionServer<Routes>({
+    name: FUNCTION_NAME,
+    routes,
+    ...(logger === undefined ? {} : { logger }),
+    handle: async (invocation: Invocation<Routes>, ctx: HandlerContext) => {
+      await handleInvocation(launcher, invocation, ctx.log);
+    },
+  });
+}
+
+function seconds(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const text = env[name];
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}=${text} is not a positive whole number of seconds: fix or unset it`);
+  return n;
+}
+
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOptions {
+  const options: HandlerOptions = {};
+  if (env.STASH_FUNCTIONS_URL) options.functionsUrl = env.STASH_FUNCTIONS_URL;
+  if (env.PUSH_GATEWAY_URL) options.pushGatewayUrl = env.PUSH_GATEWAY_URL;
+  const deadline = seconds(env, 'STASH_JOB_DEADLINE_SECONDS');
+  if (deadline !== undefined) options.activeDeadlineSeconds = deadline;
+  const ttl = seconds(env, 'STASH_JOB_TTL_SECONDS');
+  if (ttl !== undefined) options.ttlSecondsAfterFinished = ttl;
+  return options;
+}
+
+export async function main(): Promise<void> {
+  const port = Number(process.env.PORT ?? '8080');
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`PORT=${process.env.PORT ?? ''} is not a TCP port number: set PORT to 0-65535 (default 8080)`);
+  }
+  await createLaunchDbJobServer(loadKubeConfig(), optionsFromEnv()).listen(port);
+}
+
+if (import.meta.main) {
+  main().catch((error: unknown) => {
+    console.error(`launch-db-job failed to start: ${(error as Error).message}`);
+    process.exit(1);
+  });
+}

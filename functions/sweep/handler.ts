@@ -1,0 +1,205 @@
+// The sweep's I/O: one list of Backups and one of BackupTriggers across all namespaces, the plan,
+// then the writes with bounded concurrency. Every write is idempotent: a second sweep for the same
+// tick gets AlreadyExists on the trigger and writes the same status.
+import { CustomObjectsApi } from '@kubernetes/client-node';
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
+import type { Backup, BackupTrigger } from '../../shared/api/index.ts';
+import { AlreadyExistsError, ConflictError, emitEvent, getObject, kubeCall, NotFoundError, patchStatus } from '../../shared/kube/index.ts';
+import type { Invocation } from '../../shared/runtime/index.ts';
+import { TransientError } from '../../shared/runtime/index.ts';
+import { planSchedules } from './plan.ts';
+import type { BackupPlan } from './plan.ts';
+
+export const FIELD_MANAGER = 'stash.appscode.com/sweep';
+export const CONTROLLER = 'stash.appscode.com/sweep';
+
+export interface SweepOptions {
+  kc: KubeConfig;
+  /** The clock; tests pass a fixed time. */
+  now?: () => Date;
+  /** Writes in flight at once (default 16). */
+  concurrency?: number;
+  /** Page size of the list calls (default 500). */
+  pageSize?: number;
+  /** Sweep only this namespace (tests, a namespaced install); default all namespaces. */
+  namespace?: string;
+}
+
+export interface SweepSummary {
+  backups: number;
+  triggers: number;
+  created: number;
+  /** Create answered AlreadyExists: another sweep created the run. */
+  alreadyCreated: number;
+  /** The run for the tick existed when listed (recorded only). */
+  recorded: number;
+  skipped: number;
+  paused: number;
+  invalid: number;
+  waiting: number;
+  statusWrites: number;
+  failed: number;
+  listMs: number;
+  totalMs: number;
+}
+
+/** Lists every object of a Stash kind (in all namespaces, or in one), following continue tokens. */
+export async function listAll<T>(kc: KubeConfig, plural: string, pageSize: number, namespace?: string): Promise<T[]> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const items: T[] = [];
+  let token: string | undefined;
+  do {
+    const request = { group: GROUP, version: VERSION, plural, limit: pageSize, ...(token ? { _continue: token } : {}) };
+    const page = await kubeCall(`list ${plural}.${GROUP} in ${namespace === undefined ? 'all namespaces' : `namespace ${namespace}`}`, () =>
+      namespace === undefined ? api.listClusterCustomObject(request) : api.listNamespacedCustomObject({ ...request, namespace })) as
+      { items?: T[]; metadata?: { continue?: string } };
+    items.push(...(page.items ?? []));
+    token = page.metadata?.continue || undefined;
+  } while (token !== undefined);
+  return items;
+}
+
+/** Runs `work` over `items` with at most `limit` in flight; never rejects. */
+export async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const runners = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await work(item);
+    }
+  });
+  await Promise.all(runners);
+}
+
+async function createTrigger(kc: KubeConfig, trigger: BackupTrigger): Promise<'created' | 'exists'> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const namespace = trigger.metadata.namespace ?? 'default';
+  try {
+    await kubeCall(`create BackupTrigger ${namespace}/${trigger.metadata.name ?? ''}`, () =>
+      api.createNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backuptriggers', namespace, body: trigger }));
+    return 'created';
+  } catch (error) {
+    if (error instanceof AlreadyExistsError) return 'exists';
+    throw error;
+  }
+}
+
+export function createSweep(options: SweepOptions): (log: Logger) => Promise<SweepSummary> {
+  const { kc } = options;
+  const clock = options.now ?? (() => new Date());
+  const concurrency = options.concurrency ?? 16;
+  const pageSize = options.pageSize ?? 500;
+
+  async function writeStatus(plan: BackupPlan): Promise<boolean> {
+    if (plan.status === undefined) return false;
+    const ref = { apiVersion: API_VERSION, kind: 'Backup', namespace: plan.namespace, name: plan.name };
+    // conditions is a whole list: guard it with the resourceVersion the plan was computed from.
+    const resourceVersion = plan.status.conditions !== undefined ? plan.backup.metadata.resourceVersion as string | undefined : undefined;
+    await patchStatus(kc, ref, plan.status as Record<string, unknown>, { fieldManager: FIELD_MANAGER, ...(resourceVersion ? { resourceVersion } : {}) });
+    return true;
+  }
+
+  async function event(plan: BackupPlan, type: 'Normal' | 'Warning', reason: string, message: string, log: Logger): Promise<void> {
+    try {
+      await emitEvent(kc, plan.backup, { type, reason, message, action: 'Schedule' }, CONTROLLER, clock());
+    } catch (error) {
+      log.warn({ namespace: plan.namespace, name: plan.name, reason, err: (error as Error).message }, 'could not record Event');
+    }
+  }
+
+  return async function sweep(log: Logger): Promise<SweepSummary> {
+    const started = Date.now();
+    const [backups, triggers] = await Promise.all([
+      listAll<Backup>(kc, 'backups', pageSize, options.namespace),
+      listAll<BackupTrigger>(kc, 'backuptriggers', pageSize, options.namespace),
+    ]);
+    const listMs = Date.now() - started;
+    const now = clock();
+    const summary: SweepSummary = {
+      backups: backups.length, triggers: triggers.length, created: 0, alreadyCreated: 0, recorded: 0, skipped: 0, paused: 0, invalid: 0,
+      waiting: 0, statusWrites: 0, failed: 0, listMs, totalMs: 0,
+    };
+    const failures: string[] = [];
+
+    async function apply(initial: BackupPlan): Promise<void> {
+      let plan = initial;
+      for (let attempt = 0; ; attempt++) {
+        try {
+          await applyOnce(plan);
+          return;
+        } catch (error) {
+          if (!(error instanceof ConflictError) || attempt >= 3) throw error;
+          // Another writer changed the Backup's status: re-read it and plan again.
+          const fresh = await getObject<Backup>(kc, { apiVersion: API_VERSION, kind: 'Backup', namespace: plan.namespace, name: plan.name });
+          if (fresh === undefined) return;
+          const replanned = planSchedules([fresh], triggers, now)[0];
+          if (replanned === undefined) return;
+          plan = replanned;
+        }
+      }
+    }
+
+    async function applyOnce(plan: BackupPlan): Promise<void> {
+      const meta = { namespace: plan.namespace, name: plan.name };
+      switch (plan.action) {
+        case 'create': {
+          const result = await createTrigger(kc, plan.trigger);
+          if (result === 'created') summary.created++;
+          else summary.alreadyCreated++;
+          log.debug({ ...meta, trigger: plan.trigger.metadata.name, tick: plan.tick.toISOString(), result }, 'scheduled run');
+          break;
+        }
+        case 'recorded':
+          summary.recorded++;
+          break;
+        case 'skip':
+          summary.skipped++;
+          await event(plan, 'Warning', 'BackupSkipped',
+            `skipped: previous run still running (${plan.running.join(', ')}); the run due at ${plan.tick.toISOString()} was not started, ` +
+              'the next tick starts one once that run has finished', log);
+          break;
+        case 'invalid':
+          summary.invalid++;
+          if (plan.condition !== undefined) await event(plan, 'Warning', 'InvalidSchedule', plan.message, log);
+          break;
+        case 'paused':
+          summary.paused++;
+          break;
+        case 'wait':
+        case 'deleting':
+          summary.waiting++;
+          break;
+      }
+      if (await writeStatus(plan)) summary.statusWrites++;
+    }
+
+    const plans = planSchedules(backups, triggers, now);
+    await forEachLimited(plans, concurrency, async (plan) => {
+      try {
+        await apply(plan);
+      } catch (error) {
+        if (error instanceof NotFoundError) return; // the Backup went away meanwhile
+        summary.failed++;
+        const message = (error as Error).message;
+        failures.push(`${plan.namespace}/${plan.name}: ${message}`);
+        log.error({ namespace: plan.namespace, name: plan.name, action: plan.action, err: message }, 'sweep of a Backup failed');
+      }
+    });
+    summary.totalMs = Date.now() - started;
+    log.info({ ...summary, now: now.toISOString() }, 'sweep done');
+    if (failures.length > 0) {
+      throw new TransientError(`sweep failed for ${failures.length} of ${plans.length} Backups (first: ${failures[0] ?? ''}); the next sweep retries them`);
+    }
+    return summary;
+  };
+}
+
+/** The function's handler: any ping or cron-connector call (or apiserver event) runs one sweep. */
+export function createSweepHandler(options: SweepOptions): (invocation: Invocation, ctx: { log: Logger }) => Promise<void> {
+  const sweep = createSweep(options);
+  return async (_invocation, ctx) => {
+    await sweep(ctx.log);
+  };
+}
