@@ -1,0 +1,132 @@
+// handle-trigger: the server. Events (BackupTrigger and Backup changes from ApiServerSource, the
+// per-minute ping, OpenFaaS cron-connector, POST /invoke) go through shared/runtime; the agent
+// protocol and the trigger endpoint answer with their own status codes (routes.ts), mounted in
+// front of the runtime's app. Run: `node functions/handle-trigger/index.ts` (PORT, KUBECONFIG).
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import type { Express } from 'express';
+import type { KubeConfig } from '@kubernetes/client-node';
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import { loadKubeConfig } from '../../shared/kube/index.ts';
+import { createFunctionServer, invokeRefSchema } from '../../shared/runtime/index.ts';
+import type { Invocation } from '../../shared/runtime/index.ts';
+import { reconcileBackupHistory, reconcileTrigger, resync } from './handler.ts';
+import type { HandlerConfig } from './handler.ts';
+import type { RunTiming } from './plan.ts';
+import { protocolRouter } from './routes.ts';
+
+export const FUNCTION_NAME = 'handle-trigger';
+const routes = { '/invoke': invokeRefSchema };
+
+export interface HandleTriggerOptions {
+  kc?: KubeConfig;
+  timing?: Partial<RunTiming>;
+  logger?: Logger;
+  now?: () => Date;
+}
+
+export interface HandleTriggerServer {
+  app: Express;
+  config: HandlerConfig;
+  listen(port: number, host?: string): Promise<{ server: Server; port: number; url: string; close(): Promise<void> }>;
+}
+
+function envSeconds(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`${name}=${raw} is not a positive whole number of seconds; fix or unset it (default ${fallback})`);
+  return value;
+}
+
+/** Lease and pending timeouts from STASH_LEASE_DURATION_SECONDS (30) and STASH_PENDING_TIMEOUT_SECONDS (1800). */
+export function timingFromEnv(): RunTiming {
+  return {
+    leaseDurationSeconds: envSeconds('STASH_LEASE_DURATION_SECONDS', 30),
+    pendingTimeoutSeconds: envSeconds('STASH_PENDING_TIMEOUT_SECONDS', 1800),
+  };
+}
+
+async function dispatch(config: HandlerConfig, invocation: Invocation<typeof routes>): Promise<void> {
+  switch (invocation.source) {
+    case 'ping':
+    case 'cron-connector': {
+      const result = await resync(config);
+      config.log.info(result, 'sweep done');
+      return;
+    }
+    case 'apiserver':
+    case 'http': {
+      const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
+      if (ref.namespace === undefined) return;
+      if (ref.kind === 'BackupTrigger') {
+        if (invocation.source === 'apiserver' && invocation.action === 'delete') return;
+        await reconcileTrigger(config, ref.namespace, ref.name);
+      } else if (ref.kind === 'Backup') {
+        await reconcileBackupHistory(config, ref.namespace, ref.name);
+      } else {
+        config.log.debug({ kind: ref.kind }, 'ignoring an event for a kind handle-trigger does not handle');
+      }
+    }
+  }
+}
+
+export function createHandleTriggerServer(options: HandleTriggerOptions = {}): HandleTriggerServer {
+  const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  const config: HandlerConfig = {
+    kc: options.kc ?? loadKubeConfig(),
+    timing: { ...timingFromEnv(), ...options.timing },
+    log: logger.child({ function: FUNCTION_NAME }),
+    ...(options.now ? { now: options.now } : {}),
+  };
+  const events = createFunctionServer({ name: FUNCTION_NAME, logger, routes, handle: (invocation) => dispatch(config, invocation) });
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(protocolRouter(config));
+  app.use(events.app);
+
+  async function listen(port: number, host = '0.0.0.0') {
+    const server = createServer(app);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => { resolve(); });
+    });
+    const address = server.address() as AddressInfo;
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> => {
+      closing ??= new Promise<void>((resolve, reject) => {
+        const sweep = setInterval(() => { server.closeIdleConnections(); }, 50);
+        server.close((error) => {
+          clearInterval(sweep);
+          if (error) reject(error);
+          else resolve();
+        });
+        server.closeIdleConnections();
+      });
+      return closing;
+    };
+    config.log.info({ port: address.port }, 'listening');
+    return { server, port: address.port, url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`, close };
+  }
+  return { app, config, listen };
+}
+
+/** Entry point: PORT (8080) and KUBECONFIG or the in-cluster ServiceAccount. */
+export async function main(): Promise<void> {
+  const server = createHandleTriggerServer();
+  const running = await server.listen(Number(process.env.PORT ?? 8080));
+  const stop = (signal: NodeJS.Signals): void => {
+    server.config.log.info({ signal }, 'draining in-flight requests before exit');
+    const timeout = setTimeout(() => process.exit(1), 30_000);
+    timeout.unref();
+    running.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}
+
+if (import.meta.main) await main();

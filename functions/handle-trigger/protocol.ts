@@ -1,0 +1,116 @@
+// The agent protocol between a backup agent (sidecar or database Job, agent/cluster/) and
+// handle-trigger: JSON over HTTP, bearer = the pod's projected ServiceAccount token (audience
+// `stash`). One definition of every body, used by the server to validate requests and by the
+// client to validate answers.
+//
+//   POST /agent/v1/claim  {namespace, backup, host}            -> 200 ClaimedRun | 204 nothing to do
+//   POST /agent/v1/renew  {namespace, trigger, host}           -> 200 {renewTime} | 409 lease lost
+//   POST /agent/v1/report {namespace, trigger, host, outcome}  -> 200 {trigger, phase} | 409 lease lost
+//   POST /v1/namespaces/{namespace}/backups/{name}/trigger     -> 201 {namespace, name}   (people, CI)
+//
+// Every error answer is `{error: <what failed and the fix>, field?: <request field>}` with
+// 400 (bad body), 401 (no or invalid token), 403 (not allowed), 404 (no such object), 409 (lease
+// lost), 500/503 (retry later).
+import { z } from 'zod';
+import { backend, dnsLabelName, dnsSubdomainName, formatPath, retentionPolicy } from '../../shared/api/index.ts';
+
+/** The audience the agent's projected token must carry. */
+export const AGENT_AUDIENCE = 'stash';
+
+export const AGENT_PATHS = {
+  claim: '/agent/v1/claim',
+  renew: '/agent/v1/renew',
+  report: '/agent/v1/report',
+} as const;
+
+const hostName = z.string()
+  .min(1, { error: 'host must not be empty' })
+  .max(253, { error: 'host must be at most 253 characters' })
+  .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, { error: 'host must be host-<n> or a node name (lowercase letters, digits, "-" and ".")' });
+
+export const claimRequest = z.strictObject({
+  namespace: dnsLabelName('namespace'),
+  backup: dnsSubdomainName('backup'),
+  host: hostName,
+});
+export type ClaimRequest = z.infer<typeof claimRequest>;
+
+export const renewRequest = z.strictObject({
+  namespace: dnsLabelName('namespace'),
+  trigger: dnsSubdomainName('trigger'),
+  host: hostName,
+});
+export type RenewRequest = z.infer<typeof renewRequest>;
+
+const count = () => z.int().min(0);
+
+export const runOutcome = z.strictObject({
+  phase: z.enum(['Succeeded', 'Failed']),
+  snapshotId: z.string().min(1).max(128).optional(),
+  /** Bytes the run added to the repository (restic data_added): the Backup's lastBackupSize. */
+  bytes: count().optional(),
+  /** Files the run processed. */
+  files: count().optional(),
+  /** Why the run failed, for people; the agent must keep secrets out of it. */
+  error: z.string().max(4096).optional(),
+  /** The repository as restic saw it after the run. */
+  repository: z.strictObject({
+    snapshotCount: count(),
+    totalSize: count(),
+    integrity: z.enum(['True', 'False', 'Unknown']).optional(),
+  }).optional(),
+});
+export type RunOutcome = z.infer<typeof runOutcome>;
+
+export const reportRequest = z.strictObject({
+  namespace: dnsLabelName('namespace'),
+  trigger: dnsSubdomainName('trigger'),
+  host: hostName,
+  outcome: runOutcome,
+});
+export type ReportRequest = z.infer<typeof reportRequest>;
+
+/** What a claim answers with: everything the agent needs, read from the API at claim time. */
+export const claimedRun = z.object({
+  namespace: z.string(),
+  backup: z.string(),
+  trigger: z.string(),
+  host: z.string(),
+  leaseDurationSeconds: z.int().min(1),
+  repository: z.object({
+    namespace: z.string(),
+    name: z.string(),
+    /** The backend without secrets; the credentials are the storage Secret mounted as files. */
+    backend,
+    storageSecretName: z.string(),
+  }),
+  targetDirectories: z.array(z.string()),
+  excludes: z.array(z.string()),
+  /** restic --tag values identifying the Backup's snapshots. */
+  tags: z.array(z.string()),
+  retentionPolicy: retentionPolicy.optional(),
+  /** restic --host: the host this run backs up. */
+  hostname: z.string(),
+  /** The Backup's targetRef kind (AppBinding for a database run). */
+  targetKind: z.string(),
+  /** containerAttributes.args of the Backup (e.g. the databases to dump). */
+  args: z.array(z.string()),
+});
+export type ClaimedRun = z.infer<typeof claimedRun>;
+
+export const renewAnswer = z.object({ renewTime: z.string(), leaseDurationSeconds: z.int().min(1) });
+export type RenewAnswer = z.infer<typeof renewAnswer>;
+
+export const reportAnswer = z.object({ trigger: z.string(), host: z.string(), phase: z.string() });
+export type ReportAnswer = z.infer<typeof reportAnswer>;
+
+export const triggerAnswer = z.object({ namespace: z.string(), name: z.string() });
+export type TriggerAnswer = z.infer<typeof triggerAnswer>;
+
+export const errorAnswer = z.object({ error: z.string(), field: z.string().optional() });
+
+/** "host: host must not be empty; outcome.phase: ..." and the first field, for a 400 answer. */
+export function describeIssues(error: z.ZodError): { message: string; field: string } {
+  const parts = error.issues.map((issue) => `${formatPath(issue.path) || '(body)'}: ${issue.message}`);
+  return { message: parts.join('; '), field: formatPath(error.issues[0]?.path ?? []) || '(body)' };
+}
