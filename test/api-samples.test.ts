@@ -2,6 +2,7 @@
 // docs/design-samples.md) is accepted by the real apiserver and by the zod schemas; the shipped
 // default AgentTemplates too.
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -12,6 +13,18 @@ import { dryRunCreate } from '../shared/api/dry-run.ts';
 import { KINDS } from '../shared/api/kinds.ts';
 import { validateObject } from '../shared/api/validate.ts';
 import { deleteNamespace, freshNamespace, useCluster, type Cluster } from './support/cluster.ts';
+
+/**
+ * Cluster-scoped objects (AgentTemplate, BackupTemplate) share one name space with every other test
+ * on the shared control plane; a dry-run create of a taken name answers 409, not a verdict on the
+ * schema. They are checked under a unique name (the name is not what is being validated).
+ */
+const suffix = randomBytes(3).toString('hex');
+function underUniqueName<T>(obj: T): T {
+  const o = obj as { kind?: string; metadata?: { name?: string } };
+  if (o.kind !== 'AgentTemplate' && o.kind !== 'BackupTemplate') return obj;
+  return { ...o, metadata: { ...o.metadata, name: `${o.metadata?.name ?? 'x'}-${suffix}` } } as T;
+}
 
 const dir = path.join(import.meta.dirname, 'fixtures', 'design-samples');
 const files = readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort();
@@ -46,7 +59,7 @@ describe('design samples', () => {
         const request = parseDefaultBackupAnnotations(obj.metadata.annotations);
         assert.deepEqual(request, { enabled: true, template: 'volume-backup-template', targetDirectories: ['/source/data'] });
       }
-      const server = await dryRunCreate(cluster.kc, obj, namespace);
+      const server = await dryRunCreate(cluster.kc, underUniqueName(obj), namespace);
       assert.equal(server.status, 201, `apiserver rejects ${file}: ${server.status} ${server.message}`);
     });
   }
@@ -57,7 +70,7 @@ describe('design samples', () => {
     for (const doc of docs) {
       const zod = validateObject(doc);
       assert.ok(zod.ok, `zod rejects ${JSON.stringify(doc.metadata)}: ${zod.ok ? '' : JSON.stringify(zod.issues)}`);
-      const server = await dryRunCreate(cluster.kc, doc, namespace);
+      const server = await dryRunCreate(cluster.kc, underUniqueName(doc), namespace);
       assert.equal(server.status, 201, `apiserver rejects ${JSON.stringify(doc.metadata)}: ${server.message}`);
     }
   });
