@@ -33,12 +33,36 @@ import { isMap, isScalar, isSeq, parseAllDocuments, parseDocument, type Node as 
 import { deleteNamespace, freshNamespace, useCluster, type Cluster } from './support/cluster.ts';
 import { guessResource } from './support/knative.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
+import { isFunctionName } from '../functions/main.ts';
+import { HANDLED_KINDS as INJECT_SIDECAR_KINDS } from '../functions/inject-sidecar/handler.ts';
+import { DEFAULT_FUNCTIONS_URL as SIDECAR_FUNCTIONS_URL } from '../functions/inject-sidecar/plan.ts';
+import { HANDLED_KINDS as LAUNCH_DB_JOB_KINDS } from '../functions/launch-db-job/index.ts';
+import { COMPONENT, COMPONENT_LABEL, DEFAULT_FUNCTIONS_URL as DB_JOB_FUNCTIONS_URL, MANAGED_BY_LABEL } from '../functions/launch-db-job/plan.ts';
 
 const run = promisify(execFile);
 const knativeDir = path.join(repoRoot, 'knative');
-const FUNCTIONS = ['inject-sidecar', 'launch-db-job', 'expand-template', 'handle-trigger', 'run-recovery', 'sweep'] as const;
+/** The functions deployed: they exist (functions/<name>/index.ts, started by functions/main.ts). expand-template and run-recovery are not deployed yet. */
+const FUNCTIONS = ['inject-sidecar', 'launch-db-job', 'handle-trigger', 'sweep'] as const;
+type FunctionName = (typeof FUNCTIONS)[number];
+/**
+ * The kinds of ApiServerSource events each function's dispatch handles (functions/<name>/index.ts).
+ * handle-trigger's dispatch names BackupTrigger and Backup inline and ignores other kinds; sweep
+ * runs a sweep on any call, so it must get the tick only.
+ */
+const HANDLED: Record<FunctionName, readonly string[]> = {
+  'inject-sidecar': INJECT_SIDECAR_KINDS,
+  'launch-db-job': LAUNCH_DB_JOB_KINDS,
+  'handle-trigger': ['BackupTrigger', 'Backup'],
+  sweep: [],
+};
 const SYSTEM_NAMESPACE = 'stash-system';
 const STASH = 'stash.appscode.com/v1alpha2';
+/** handle-trigger inside the cluster: the Knative Service handle-trigger of stash-system. */
+const HANDLE_TRIGGER_URL = `http://handle-trigger.${SYSTEM_NAMESPACE}.svc.cluster.local`;
+/** handle-trigger inside the cluster on OpenFaaS: through the gateway (Service gateway of namespace openfaas). */
+const OPENFAAS_HANDLE_TRIGGER_URL = 'http://gateway.openfaas:8080/function/handle-trigger';
+const PING_TYPE = 'dev.knative.sources.ping';
+const RESYNC = (fn: string): string => `${fn}-resync`;
 
 interface Manifest {
   file: string;
@@ -80,9 +104,12 @@ interface TriggerSpec {
 interface KnativeServiceSpec {
   template: { spec: { serviceAccountName?: string; containers: { image: string; env?: { name: string; value?: string }[] }[] } };
 }
+interface TriggerDelivery {
+  delivery?: { retry?: number };
+}
 interface SourceSpec {
   sink: { ref: { apiVersion: string; kind: string; name: string } };
-  resources?: { apiVersion: string; kind: string }[];
+  resources?: { apiVersion: string; kind: string; selector?: { matchLabels?: Record<string, string> } }[];
   serviceAccountName?: string;
   schedule?: string;
   mode?: string;
@@ -90,6 +117,18 @@ interface SourceSpec {
 const specOf = <T>(o: Manifest['object']): T => o.spec as T;
 
 describe('knative/ on its own', () => {
+  test('every deployed function exists, and every function that exists is deployed or one of the two designed ones not deployed yet', () => {
+    const built = readdirSync(path.join(repoRoot, 'functions'), { withFileTypes: true })
+      .filter((e) => e.isDirectory() && readdirSync(path.join(repoRoot, 'functions', e.name)).includes('index.ts'))
+      .map((e) => e.name);
+    for (const fn of FUNCTIONS) {
+      assert.ok(built.includes(fn), `functions/${fn}/index.ts exists`);
+      assert.ok(isFunctionName(fn), `functions/main.ts starts ${fn}`);
+    }
+    const undeployed = built.filter((f) => !(FUNCTIONS as readonly string[]).includes(f));
+    for (const fn of undeployed) assert.ok(['expand-template', 'run-recovery'].includes(fn), `functions/${fn} exists but knative/ and stack.yml do not deploy it`);
+  });
+
   test('the kustomization lists every manifest file, in apply order, and kubectl kustomize renders all objects', async () => {
     const kustomization = parseDocument(readFileSync(path.join(knativeDir, 'kustomization.yaml'), 'utf8')).toJS() as { resources: string[] };
     assert.deepEqual(kustomization.resources, manifestFiles());
@@ -102,7 +141,9 @@ describe('knative/ on its own', () => {
     assert.deepEqual(ofKind('Namespace').map((o) => o.metadata?.name), [SYSTEM_NAMESPACE]);
     assert.deepEqual(ofKind('Service').filter((o) => o.apiVersion === 'serving.knative.dev/v1').map((o) => o.metadata?.name).sort(), [...FUNCTIONS].sort());
     assert.deepEqual(ofKind('Broker').map((o) => o.metadata?.name), ['stash']);
-    assert.deepEqual(ofKind('Trigger').map((o) => o.metadata?.name).sort(), [...FUNCTIONS].sort());
+    // One Trigger per function for its ApiServerSource events (none for sweep), one per function for the tick.
+    const triggers = [...FUNCTIONS.filter((f) => HANDLED[f].length > 0), ...FUNCTIONS.map(RESYNC)];
+    assert.deepEqual(ofKind('Trigger').map((o) => o.metadata?.name).sort(), triggers.sort());
     assert.equal(ofKind('ApiServerSource').length, 1);
     assert.equal(ofKind('PingSource').length, 1);
     for (const m of manifests) {
@@ -122,6 +163,7 @@ describe('knative/ on its own', () => {
       const [container] = pod.containers;
       assert.equal(container?.image, 'stash-functions:0.1.0');
       assert.deepEqual(container?.env?.find((e) => e.name === 'STASH_FUNCTION'), { name: 'STASH_FUNCTION', value: name });
+      assert.ok(container?.env?.every((e) => e.value !== undefined), `${name}: env holds plain values only (no Secret references)`);
       const account = pod.serviceAccountName;
       assert.equal(account, `stash-${name}`);
       assert.ok(serviceAccounts.has(account), `ServiceAccount ${account} exists`);
@@ -129,6 +171,28 @@ describe('knative/ on its own', () => {
       assert.ok(binding, `a ClusterRoleBinding binds ${account}`);
       assert.ok(roles.has(binding.roleRef.name), `the ClusterRole ${binding.roleRef.name} exists`);
     }
+  });
+
+  test('the functions that start agents give them the URL at which handle-trigger answers inside the cluster', () => {
+    const services = ofKind('Service').filter((o) => o.apiVersion === 'serving.knative.dev/v1');
+    // Knative makes a Service reachable inside the cluster at http://<name>.<namespace>.svc.cluster.local.
+    const handleTrigger = services.find((s) => s.metadata?.name === 'handle-trigger');
+    assert.ok(handleTrigger);
+    assert.equal(`http://${handleTrigger.metadata?.name ?? ''}.${handleTrigger.metadata?.namespace ?? ''}.svc.cluster.local`, HANDLE_TRIGGER_URL);
+    // ... and both functions' built-in default is that URL, so the explicit setting and the default agree.
+    assert.equal(SIDECAR_FUNCTIONS_URL, HANDLE_TRIGGER_URL, 'functions/inject-sidecar/plan.ts DEFAULT_FUNCTIONS_URL');
+    assert.equal(DB_JOB_FUNCTIONS_URL, HANDLE_TRIGGER_URL, 'functions/launch-db-job/plan.ts DEFAULT_FUNCTIONS_URL');
+    const envOf = (name: string): Map<string, string | undefined> => {
+      const service = services.find((s) => s.metadata?.name === name);
+      assert.ok(service, `Service ${name} exists`);
+      return new Map((specOf<KnativeServiceSpec>(service).template.spec.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
+    };
+    for (const name of ['inject-sidecar', 'launch-db-job']) {
+      assert.equal(envOf(name).get('STASH_FUNCTIONS_URL'), HANDLE_TRIGGER_URL, `${name}: STASH_FUNCTIONS_URL`);
+    }
+    for (const name of ['handle-trigger', 'sweep']) assert.equal(envOf(name).has('STASH_FUNCTIONS_URL'), false, `${name} starts no agent`);
+    // handle-trigger is the only Service not limited to the cluster (people and CI call it).
+    assert.deepEqual(services.filter((s) => s.metadata?.labels?.['networking.knative.dev/visibility'] !== 'cluster-local').map((s) => s.metadata?.name), ['handle-trigger']);
   });
 
   test('Triggers, sources and sinks point at objects that exist', () => {
@@ -140,7 +204,8 @@ describe('knative/ on its own', () => {
       assert.equal(spec.subscriber.ref.apiVersion, 'serving.knative.dev/v1');
       assert.equal(spec.subscriber.ref.kind, 'Service');
       assert.ok(services.has(spec.subscriber.ref.name), `Trigger ${trigger.metadata?.name}: subscriber ${spec.subscriber.ref.name} exists`);
-      assert.equal(spec.subscriber.ref.name, trigger.metadata?.name, 'each function has the Trigger of its own name');
+      const name = trigger.metadata?.name ?? '';
+      assert.ok(name === spec.subscriber.ref.name || name === RESYNC(spec.subscriber.ref.name), `Trigger ${name} is named after its function ${spec.subscriber.ref.name}`);
     }
     for (const source of [...ofKind('ApiServerSource'), ...ofKind('PingSource')]) {
       const sink = specOf<SourceSpec>(source).sink.ref;
@@ -150,9 +215,31 @@ describe('knative/ on its own', () => {
     const apiSource = specOf<SourceSpec>(only('ApiServerSource'));
     assert.equal(apiSource.mode, 'Reference', 'Reference mode: no object body (and no Secret) travels through the Broker');
     assert.deepEqual(apiSource.resources?.map((r) => r.kind), [
-      'Backup', 'BackupTrigger', 'Recovery', 'Repository', 'BackupTemplate', 'AgentTemplate', 'AppBinding',
-      'Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'ReplicationController',
+      'Backup', 'BackupTrigger', 'Repository', 'AgentTemplate', 'AppBinding',
+      'Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'ReplicationController', 'Job',
     ]);
+    // Every watched kind is handled by some function, and every kind a function handles is watched.
+    const handled = new Set(Object.values(HANDLED).flat());
+    assert.deepEqual([...new Set(apiSource.resources?.map((r) => r.kind))].sort(), [...handled].sort());
+    // Only launch-db-job's Jobs: the labels it puts on every Job it creates (functions/launch-db-job/plan.ts).
+    const jobs = apiSource.resources?.find((r) => r.kind === 'Job');
+    assert.ok(jobs);
+    assert.equal(jobs.apiVersion, 'batch/v1');
+    assert.deepEqual(jobs.selector, { matchLabels: { [MANAGED_BY_LABEL]: 'stash', [COMPONENT_LABEL]: COMPONENT } });
+    for (const r of apiSource.resources ?? []) if (r.kind !== 'Job') assert.equal(r.selector, undefined, `${r.kind}: every object is watched`);
+  });
+
+  test('every function gets the per-minute tick through its own resync Trigger, never retried', () => {
+    const ping = only('PingSource');
+    const pingSource = `/apis/v1/namespaces/${ping.metadata?.namespace ?? ''}/pingsources/${ping.metadata?.name ?? ''}`;
+    for (const fn of FUNCTIONS) {
+      const trigger = ofKind('Trigger').find((o) => o.metadata?.name === RESYNC(fn));
+      assert.ok(trigger, `Trigger ${RESYNC(fn)} exists`);
+      const spec = specOf<TriggerSpec & TriggerDelivery>(trigger);
+      assert.equal(spec.subscriber.ref.name, fn);
+      assert.deepEqual(spec.filters, [{ exact: { type: PING_TYPE, source: pingSource } }], `${RESYNC(fn)}: the tick of ${ping.metadata?.name ?? ''} only`);
+      assert.equal(spec.delivery?.retry, 0, `${RESYNC(fn)}: the next tick is the retry`);
+    }
   });
 
   test('the PingSource ticks every minute, in a form Knative accepts (no @every)', () => {
@@ -252,20 +339,24 @@ spec:
       subject: `/apis/${apiVersion}/namespaces/${namespace}/${guessResource(apiVersion, kind).resource}/${name}`,
       kind, apiversion: apiVersion, name, namespace, datacontenttype: 'application/json', data: { kind, namespace, name, apiVersion },
     });
+    // The Triggers (named after their functions) each kind's events reach; the same table as docs/knative.md.
     const expected: Record<string, string[]> = {
-      Backup: ['inject-sidecar', 'launch-db-job'],
+      Backup: ['handle-trigger', 'inject-sidecar', 'launch-db-job'],
       BackupTrigger: ['handle-trigger', 'launch-db-job'],
-      Recovery: ['run-recovery'],
-      Repository: ['inject-sidecar'],
-      BackupTemplate: ['expand-template'],
-      AgentTemplate: ['inject-sidecar'],
-      AppBinding: ['expand-template', 'launch-db-job'],
-      Deployment: ['expand-template', 'inject-sidecar'],
-      StatefulSet: ['expand-template', 'inject-sidecar'],
-      DaemonSet: ['expand-template', 'inject-sidecar'],
-      ReplicaSet: ['expand-template', 'inject-sidecar'],
-      ReplicationController: ['expand-template', 'inject-sidecar'],
+      Repository: ['inject-sidecar', 'launch-db-job'],
+      AgentTemplate: ['inject-sidecar', 'launch-db-job'],
+      AppBinding: ['launch-db-job'],
+      Deployment: ['inject-sidecar'],
+      StatefulSet: ['inject-sidecar'],
+      DaemonSet: ['inject-sidecar'],
+      ReplicaSet: ['inject-sidecar'],
+      ReplicationController: ['inject-sidecar'],
+      Job: ['launch-db-job'],
     };
+    // ... which is what each function's dispatch handles.
+    for (const [kind, functions] of Object.entries(expected)) {
+      assert.deepEqual(functions, FUNCTIONS.filter((f) => HANDLED[f].includes(kind)).sort(), `the functions that handle ${kind} events`);
+    }
     const resources = specOf<SourceSpec>(only('ApiServerSource')).resources ?? [];
     const events: Record<string, unknown>[] = [];
     const want = new Map<string, string[]>();
@@ -276,11 +367,17 @@ spec:
         want.set(id, (expected[kind] ?? ['<missing from the expected table>']).map((f) => `${SYSTEM_NAMESPACE}/${f}`));
       }
     }
-    const ping = ofKind('PingSource')[0];
-    events.push({ specversion: '1.0', id: 'ping', type: 'dev.knative.sources.ping', source: `/apis/v1/namespaces/${SYSTEM_NAMESPACE}/pingsources/${ping?.metadata?.name ?? ''}` });
-    want.set('ping', [`${SYSTEM_NAMESPACE}/sweep`]);
-    events.push({ specversion: '1.0', id: 'foreign-ping', type: 'dev.knative.sources.ping', source: '/apis/v1/namespaces/other/pingsources/nightly' });
+    const ping = only('PingSource');
+    // As mtping sends it: no data, source the PingSource's path.
+    events.push({ specversion: '1.0', id: 'ping', type: PING_TYPE, source: `/apis/v1/namespaces/${SYSTEM_NAMESPACE}/pingsources/${ping.metadata?.name ?? ''}` });
+    want.set('ping', FUNCTIONS.map((f) => `${SYSTEM_NAMESPACE}/${RESYNC(f)}`).sort());
+    events.push({ specversion: '1.0', id: 'foreign-ping', type: PING_TYPE, source: '/apis/v1/namespaces/other/pingsources/nightly' });
     want.set('foreign-ping', []);
+    // Kinds of the functions not deployed yet: accepted by the API, acted on by nobody.
+    for (const kind of ['BackupTemplate', 'Recovery']) {
+      events.push(refEvent(kind, 'add', STASH, kind, 'demo', 'x'));
+      want.set(kind, []);
+    }
     events.push({ ...refEvent('resource-mode', 'add', STASH, 'Backup', 'demo', 'x'), type: 'dev.knative.apiserver.resource.add' });
     want.set('resource-mode', []);
     events.push(refEvent('secret', 'update', 'v1', 'Secret', 'demo', 'x'));
@@ -291,7 +388,7 @@ spec:
     const got = new Map(result.lines.map((l) => [String(l.id), l.triggers as string[]]));
     assert.deepEqual(got, want);
     const reached = new Set([...got.values()].flat());
-    assert.deepEqual([...reached].sort(), FUNCTIONS.map((f) => `${SYSTEM_NAMESPACE}/${f}`).sort(), 'every function is reached by some event');
+    assert.deepEqual([...reached].sort(), ofKind('Trigger').map((o) => `${SYSTEM_NAMESPACE}/${o.metadata?.name ?? ''}`).sort(), 'every Trigger is reached by some event');
   });
 });
 
@@ -394,21 +491,23 @@ describe('knative/ on the real control plane', () => {
     });
 
     type Access = [verb: string, resource: string, group?: string];
-    async function allowed(account: string, [verb, resource, group = '']: Access, targetNamespace = 'demo'): Promise<boolean> {
-      const [plain, subresource] = resource.split('/');
-      // RBAC authorization is computed from the informer cache; new roles take a moment to count.
+    /** Cluster-scoped resources are asked about without a namespace. */
+    const CLUSTER_SCOPED = new Set(['agenttemplates', 'backuptemplates', 'tokenreviews', 'subjectaccessreviews', 'clusterroles', 'namespaces', 'nodes']);
+    async function allowed(account: string, [verb, resource, group = '']: Access): Promise<boolean> {
+      const [plain = '', subresource] = resource.split('/');
       const review = await cluster.kc.makeApiClient(AuthorizationV1Api).createSubjectAccessReview({
         body: {
           spec: {
             user: `system:serviceaccount:${rbacNamespace}:${account}`,
             groups: ['system:serviceaccounts', `system:serviceaccounts:${rbacNamespace}`, 'system:authenticated'],
-            resourceAttributes: { verb, resource: plain, subresource, group, namespace: targetNamespace },
+            resourceAttributes: { verb, resource: plain, subresource, group, ...(CLUSTER_SCOPED.has(plain) ? {} : { namespace: 'demo' }) },
           },
         },
       });
       return review.status?.allowed ?? false;
     }
     async function eventually(account: string, access: Access): Promise<boolean> {
+      // RBAC authorization is computed from the informer cache; new roles take a moment to count.
       for (let i = 0; i < 20; i += 1) {
         if (await allowed(account, access)) return true;
         await new Promise((resolve) => setTimeout(resolve, 100));
@@ -424,45 +523,118 @@ describe('knative/ on the real control plane', () => {
           assert.ok(await eventually('stash-events', [verb, resource, group]), `stash-events may ${verb} ${resource}.${group}`);
         }
       }
-      for (const denied of [['get', 'secrets'], ['create', 'backups', 'stash.appscode.com'], ['patch', 'deployments', 'apps']] as Access[]) {
-        assert.equal(await allowed('stash-events', denied), false, `stash-events may not ${denied.join(' ')}`);
-      }
     });
 
-    const cases: Record<(typeof FUNCTIONS)[number], { may: Access[]; mayNot: Access[] }> = {
-      'inject-sidecar': {
-        may: [['patch', 'deployments', 'apps'], ['patch', 'statefulsets', 'apps'], ['get', 'backups', 'stash.appscode.com'], ['patch', 'backups/status', 'stash.appscode.com'], ['create', 'events']],
-        mayNot: [['get', 'secrets'], ['create', 'jobs', 'batch'], ['delete', 'deployments', 'apps'], ['create', 'backuptriggers', 'stash.appscode.com']],
-      },
-      'launch-db-job': {
-        may: [['create', 'jobs', 'batch'], ['patch', 'backuptriggers/status', 'stash.appscode.com'], ['get', 'appbindings', 'appcatalog.appscode.com']],
-        mayNot: [['get', 'secrets'], ['patch', 'deployments', 'apps'], ['delete', 'jobs', 'batch']],
-      },
-      'expand-template': {
-        may: [['create', 'backups', 'stash.appscode.com'], ['create', 'repositories', 'stash.appscode.com'], ['list', 'deployments', 'apps']],
-        mayNot: [['get', 'secrets'], ['delete', 'repositories', 'stash.appscode.com'], ['patch', 'deployments', 'apps']],
-      },
-      'handle-trigger': {
-        may: [['create', 'tokenreviews', 'authentication.k8s.io'], ['create', 'subjectaccessreviews', 'authorization.k8s.io'],
-          ['create', 'backuptriggers', 'stash.appscode.com'], ['update', 'leases', 'coordination.k8s.io'], ['get', 'pods']],
-        mayNot: [['get', 'secrets'], ['patch', 'deployments', 'apps'], ['create', 'jobs', 'batch']],
-      },
-      'run-recovery': {
-        may: [['create', 'jobs', 'batch'], ['patch', 'statefulsets', 'apps'], ['patch', 'recoveries/status', 'stash.appscode.com'], ['get', 'persistentvolumeclaims']],
-        mayNot: [['get', 'secrets'], ['delete', 'backups', 'stash.appscode.com'], ['create', 'persistentvolumeclaims']],
-      },
-      sweep: {
-        may: [['create', 'backuptriggers', 'stash.appscode.com'], ['list', 'backups', 'stash.appscode.com'], ['patch', 'backups/status', 'stash.appscode.com']],
-        mayNot: [['get', 'secrets'], ['delete', 'backuptriggers', 'stash.appscode.com'], ['patch', 'deployments', 'apps'], ['create', 'jobs', 'batch']],
-      },
+    // What each function's code calls, read from functions/<name>/handler.ts (and auth.ts) and the
+    // shared/kube helpers they use: getObject = get, list* = list, applyObject and mergePatch = patch,
+    // patchStatus = patch of <plural>/status, emitEvent = create, get and patch of events.k8s.io
+    // events, replace = update. blockOwnerDeletion on an ownerReference the function writes needs
+    // update on the owner's finalizers (OwnerReferencesPermissionEnforcement admission).
+    const STASH_GROUP = 'stash.appscode.com';
+    const grants = (verbs: string[], resources: string[], group = ''): Access[] => verbs.flatMap((v) => resources.map((r): Access => [v, r, group]));
+    const WORKLOADS = ['deployments', 'statefulsets', 'daemonsets', 'replicasets'];
+    const EVENTS = grants(['create', 'get', 'patch'], ['events'], 'events.k8s.io');
+    const MAY: Record<FunctionName | 'events', Access[]> = {
+      'inject-sidecar': [
+        ...grants(['get', 'list', 'patch'], ['backups'], STASH_GROUP),
+        ...grants(['patch'], ['backups/status'], STASH_GROUP),
+        ...grants(['get'], ['agenttemplates', 'repositories'], STASH_GROUP),
+        ...grants(['get', 'patch'], WORKLOADS, 'apps'),
+        ...grants(['get', 'patch'], ['replicationcontrollers']),
+        ...EVENTS,
+      ],
+      'launch-db-job': [
+        ...grants(['get', 'list'], ['backups', 'backuptriggers'], STASH_GROUP),
+        ...grants(['patch'], ['backups/status', 'backuptriggers/status'], STASH_GROUP),
+        ...grants(['update'], ['backuptriggers/finalizers'], STASH_GROUP),
+        ...grants(['get'], ['agenttemplates', 'repositories'], STASH_GROUP),
+        ...grants(['get'], ['appbindings'], 'appcatalog.appscode.com'),
+        ...grants(['get', 'create'], ['jobs'], 'batch'),
+        ...EVENTS,
+      ],
+      'handle-trigger': [
+        ...grants(['get', 'list', 'create', 'patch', 'delete'], ['backuptriggers'], STASH_GROUP),
+        ...grants(['get'], ['backups', 'repositories'], STASH_GROUP),
+        ...grants(['patch'], ['backuptriggers/status', 'backups/status', 'repositories/status'], STASH_GROUP),
+        ...grants(['get'], ['appbindings'], 'appcatalog.appscode.com'),
+        ...grants(['create'], ['tokenreviews'], 'authentication.k8s.io'),
+        ...grants(['create'], ['subjectaccessreviews'], 'authorization.k8s.io'),
+        ...grants(['get', 'list'], ['pods']),
+        ...grants(['get'], ['replicationcontrollers']),
+        ...grants(['get'], WORKLOADS, 'apps'),
+        ...grants(['get'], ['jobs'], 'batch'),
+        ...grants(['get', 'create', 'update'], ['leases'], 'coordination.k8s.io'),
+        ...EVENTS,
+      ],
+      sweep: [
+        ...grants(['get', 'list'], ['backups'], STASH_GROUP),
+        ...grants(['patch'], ['backups/status'], STASH_GROUP),
+        ...grants(['update'], ['backups/finalizers'], STASH_GROUP),
+        ...grants(['list', 'create'], ['backuptriggers'], STASH_GROUP),
+        ...EVENTS,
+      ],
+      // The ApiServerSource's adapter: get, list and watch on the watched kinds, nothing else.
+      events: [
+        ...grants(['get', 'list', 'watch'], ['backups', 'backuptriggers', 'repositories', 'agenttemplates'], STASH_GROUP),
+        ...grants(['get', 'list', 'watch'], ['appbindings'], 'appcatalog.appscode.com'),
+        ...grants(['get', 'list', 'watch'], WORKLOADS, 'apps'),
+        ...grants(['get', 'list', 'watch'], ['replicationcontrollers']),
+        ...grants(['get', 'list', 'watch'], ['jobs'], 'batch'),
+      ],
     };
-    for (const fn of FUNCTIONS) {
-      test(`${fn} may do what it needs and nothing else asked`, async () => {
-        const account = `stash-${fn}`;
-        for (const access of cases[fn].may) assert.ok(await eventually(account, access), `${account} may ${access.join(' ')}`);
-        for (const access of cases[fn].mayNot) assert.equal(await allowed(account, access), false, `${account} may not ${access.join(' ')}`);
+    /** Every verb on every resource any role names, the kinds of the functions not deployed yet, and the ones no function may touch. */
+    const ALL_VERBS = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'];
+    const UNIVERSE: Access[] = ([
+        [STASH_GROUP, ['backups', 'backups/status', 'backups/finalizers', 'backuptriggers', 'backuptriggers/status', 'backuptriggers/finalizers',
+          'repositories', 'repositories/status', 'agenttemplates', 'backuptemplates', 'recoveries', 'recoveries/status']],
+        ['appcatalog.appscode.com', ['appbindings']],
+        ['apps', [...WORKLOADS, 'deployments/scale']],
+        ['', ['replicationcontrollers', 'pods', 'pods/exec', 'secrets', 'configmaps', 'persistentvolumeclaims', 'events', 'serviceaccounts', 'serviceaccounts/token', 'namespaces']],
+        ['batch', ['jobs', 'cronjobs']],
+        ['coordination.k8s.io', ['leases']],
+        ['events.k8s.io', ['events']],
+        ['authentication.k8s.io', ['tokenreviews']],
+        ['authorization.k8s.io', ['subjectaccessreviews']],
+        ['rbac.authorization.k8s.io', ['clusterroles', 'rolebindings']],
+    ] as [string, string[]][]).flatMap(([group, resources]) => grants(ALL_VERBS, resources, group));
+    const keyOf = ([verb, resource, group = '']: Access): string => `${verb} ${resource}${group ? `.${group}` : ''}`;
+
+    test('the asked-about universe covers every grant', () => {
+      const universe = new Set(UNIVERSE.map(keyOf));
+      for (const [who, may] of Object.entries(MAY)) for (const access of may) assert.ok(universe.has(keyOf(access)), `${who}: ${keyOf(access)}`);
+      assert.ok(universe.has(keyOf(['get', 'secrets'])));
+    });
+
+    for (const who of [...FUNCTIONS, 'events'] as const) {
+      const account = `stash-${who}`;
+      test(`${account} may do exactly what its code does, and nothing else`, async () => {
+        const may = new Set(MAY[who].map(keyOf));
+        const [first] = MAY[who];
+        assert.ok(first && await eventually(account, first), `${account} may ${first ? keyOf(first) : '?'} (its binding counts)`);
+        const wrong: string[] = [];
+        // A few reviews at a time (the 2 cores are shared).
+        for (let i = 0; i < UNIVERSE.length; i += 16) {
+          const batch = UNIVERSE.slice(i, i + 16);
+          const answers = await Promise.all(batch.map((access) => allowed(account, access)));
+          batch.forEach((access, j) => {
+            const expected = may.has(keyOf(access));
+            if (answers[j] !== expected) wrong.push(`${expected ? 'may not but should' : 'may but should not'}: ${keyOf(access)}`);
+          });
+        }
+        assert.deepEqual(wrong, [], `${account}'s rights differ from what its code calls`);
       });
     }
+
+    test('no function reads Secrets, and only handle-trigger reviews tokens and access', async () => {
+      for (const fn of FUNCTIONS) {
+        const account = `stash-${fn}`;
+        assert.ok(await eventually(account, MAY[fn][0] ?? ['get', 'none']), `${account}'s binding counts`);
+        for (const verb of ['get', 'list', 'watch']) assert.equal(await allowed(account, [verb, 'secrets']), false, `${account} may not ${verb} secrets`);
+        for (const review of [['create', 'tokenreviews', 'authentication.k8s.io'], ['create', 'subjectaccessreviews', 'authorization.k8s.io']] as Access[]) {
+          assert.equal(await allowed(account, review), fn === 'handle-trigger', `${account} ${fn === 'handle-trigger' ? 'may' : 'may not'} ${keyOf(review)}`);
+        }
+      }
+    });
 
     test('the rights come only through the bindings: an unbound ServiceAccount of the same namespace has none of them', async () => {
       assert.ok(await eventually('stash-sweep', ['list', 'backups', 'stash.appscode.com']));
@@ -598,7 +770,7 @@ function parseOpenFaasStack(text: string): OpenFaasStack {
 describe('stack.yml (OpenFaaS)', () => {
   const text = readFileSync(path.join(repoRoot, 'stack.yml'), 'utf8');
 
-  test("OpenFaaS's stack parser accepts it, and it deploys the six functions from stash-functions:0.1.0", () => {
+  test("OpenFaaS's stack parser accepts it, and it deploys the four functions from stash-functions:0.1.0", () => {
     const stack = parseOpenFaasStack(text);
     assert.equal(stack.version, '1.0');
     assert.equal(stack.provider.name, 'openfaas');
@@ -606,20 +778,35 @@ describe('stack.yml (OpenFaaS)', () => {
     assert.deepEqual(Object.keys(stack.functions).sort(), [...FUNCTIONS].sort());
     for (const [name, fn] of Object.entries(stack.functions)) {
       assert.equal(fn.image, 'stash-functions:0.1.0', `${name}: image`);
-      assert.deepEqual(fn.environment, { STASH_FUNCTION: name }, `${name}: environment`);
+      // The functions that start agents tell them where handle-trigger answers inside the cluster.
+      const agents = name === 'inject-sidecar' || name === 'launch-db-job';
+      assert.deepEqual(fn.environment, { STASH_FUNCTION: name, ...(agents ? { STASH_FUNCTIONS_URL: OPENFAAS_HANDLE_TRIGGER_URL } : {}) }, `${name}: environment`);
       assert.equal(fn.skip_build, true, `${name}: the image is built by the project, not by faas-cli`);
       assert.equal(fn.lang, '', `${name}: no faas-cli template`);
     }
   });
 
-  test('sweep is called every minute by the cron-connector; no other function is', () => {
+  test('the cron-connector calls every function every minute (each re-derives what it owns: there are no events)', () => {
     const stack = parseOpenFaasStack(text);
-    assert.deepEqual(stack.functions.sweep?.annotations, { topic: 'cron-function', schedule: '* * * * *' });
-    const ticks = CronExpressionParser.parse(stack.functions.sweep?.annotations?.schedule ?? '', { currentDate: new Date('2026-01-01T00:00:30Z'), tz: 'UTC' });
-    assert.equal(ticks.next().getTime(), Date.parse('2026-01-01T00:01:00Z'));
     for (const [name, fn] of Object.entries(stack.functions)) {
-      if (name !== 'sweep') assert.equal(fn.annotations?.topic, undefined, `${name} has no cron-connector topic`);
+      assert.deepEqual(fn.annotations, { topic: 'cron-function', schedule: '* * * * *' }, `${name}: cron-connector annotations`);
+      const ticks = CronExpressionParser.parse(fn.annotations.schedule ?? '', { currentDate: new Date('2026-01-01T00:00:30Z'), tz: 'UTC' });
+      const first = ticks.next().getTime();
+      assert.equal(first, Date.parse('2026-01-01T00:01:00Z'));
+      assert.equal(ticks.next().getTime() - first, 60_000);
     }
+  });
+
+  test('the agents reach handle-trigger through the gateway inside the cluster', () => {
+    const stack = parseOpenFaasStack(text);
+    const url = new URL(OPENFAAS_HANDLE_TRIGGER_URL);
+    // The gateway's in-cluster Service (gateway in namespace openfaas, port 8080), not provider.gateway (the deployer's).
+    assert.equal(url.hostname, 'gateway.openfaas');
+    assert.notEqual(url.host, new URL(stack.provider.gateway).host);
+    // /function/<name> of a function of this stack; the agents append /agent/v1/... to it.
+    const [, route, fn] = url.pathname.split('/');
+    assert.equal(route, 'function');
+    assert.ok(fn !== undefined && fn in stack.functions && stack.functions[fn]?.environment?.STASH_FUNCTION === 'handle-trigger');
   });
 
   test('it stays within the OpenFaaS Community Edition limits', () => {
