@@ -5,8 +5,8 @@
 import { AuthenticationV1Api, AuthorizationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import type { KubeConfig, V1OwnerReference, V1Pod, V1UserInfo } from '@kubernetes/client-node';
 import { GROUP } from '../../shared/api/index.ts';
-import { getObject, kubeCall, NotFoundError } from '../../shared/kube/index.ts';
-import { AGENT_AUDIENCE } from './protocol.ts';
+import { ForbiddenError, getObject, kubeCall, NotFoundError } from '../../shared/kube/index.ts';
+import { AGENT_AUDIENCE } from '../../shared/agent-protocol.ts';
 
 /** An answer other than 200: status and a message that says what failed and the fix. */
 export class HttpError extends Error {
@@ -105,7 +105,15 @@ export async function ownerChain(kc: KubeConfig, pod: V1Pod, maxDepth = 4): Prom
   for (let depth = 0; depth < maxDepth; depth++) {
     const ref = refs?.find((r) => r.controller === true) ?? (refs?.length === 1 ? refs[0] : undefined);
     if (ref === undefined) break;
-    const object = await getObject(kc, { apiVersion: ref.apiVersion, kind: ref.kind, namespace, name: ref.name });
+    let object: Awaited<ReturnType<typeof getObject>>;
+    try {
+      object = await getObject(kc, { apiVersion: ref.apiVersion, kind: ref.kind, namespace, name: ref.name });
+    } catch (error) {
+      // An owner of a kind this function may not read (an operator's resource, a CronJob) lies
+      // beyond every target Stash serves: the chain ends there.
+      if (error instanceof ForbiddenError) break;
+      throw error;
+    }
     // An owner gone or recreated under the same name is not the owner any more.
     if (object === undefined || object.metadata?.uid !== ref.uid) break;
     chain.push({ apiVersion: ref.apiVersion, kind: ref.kind, name: ref.name, uid: ref.uid, object: object });
