@@ -1,0 +1,100 @@
+// The expand-template function's server: Knative ApiServerSource (Reference or Resource mode) and
+// PingSource CloudEvents, OpenFaaS cron-connector calls, and plain JSON calls
+// `POST /invoke {kind, namespace, name}`, each routed to the level-triggered handler.
+//
+//   node functions/expand-template/index.ts     PORT (default 8080), KUBECONFIG or in-cluster, LOG_LEVEL,
+//                                               STASH_NAMESPACES (comma-separated; default all)
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { loadKubeConfig } from '../../shared/kube/index.ts';
+import { createFunctionServer, PermanentError } from '../../shared/runtime/index.ts';
+import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
+import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
+import type { BatchResult, HandlerOptions, ObjectKey } from './handler.ts';
+
+export const FUNCTION_NAME = 'expand-template';
+
+/** Body of `POST /invoke`: the object an event is about (namespace absent for a BackupTemplate). */
+export const invokeSchema = z.object({
+  apiVersion: z.string().min(1).optional(),
+  kind: z.string().min(1),
+  namespace: z.string().min(1).optional(),
+  name: z.string().min(1),
+});
+
+const routes = { '/invoke': invokeSchema };
+type Routes = typeof routes;
+
+function failIfAny(result: BatchResult, what: string): void {
+  const failed = Object.entries(result.failures);
+  if (failed.length === 0) return;
+  // A plain Error: answered with 500 so the event is delivered again (the message stays in the logs).
+  throw new Error(`${failed.length} default backup(s) could not be reconciled for ${what}: ${failed.map(([id, m]) => `${id}: ${m}`).join('; ')}`);
+}
+
+/** Routes one invocation to the handler. */
+export async function handleInvocation(kc: KubeConfig, invocation: Invocation<Routes>, log: Logger, options: HandlerOptions = {}): Promise<BatchResult> {
+  switch (invocation.source) {
+    case 'apiserver':
+    case 'http': {
+      const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
+      if (!HANDLED_KINDS.includes(ref.kind)) {
+        throw new PermanentError(`expand-template handles events about ${HANDLED_KINDS.join(', ')}, not ${ref.kind}: fix the ApiServerSource or Trigger filter`);
+      }
+      if (ref.kind !== 'BackupTemplate' && ref.namespace === undefined) {
+        throw new PermanentError(`an event about ${ref.kind} ${ref.name} must name its namespace: ${ref.kind} is namespaced; fix the sender`);
+      }
+      const object: ObjectKey = ref.namespace === undefined || ref.kind === 'BackupTemplate'
+        ? { kind: ref.kind, name: ref.name }
+        : { kind: ref.kind, namespace: ref.namespace, name: ref.name };
+      const result = await reconcileForObject(kc, object, log, options);
+      failIfAny(result, `${ref.kind} ${object.namespace ? `${object.namespace}/` : ''}${ref.name}`);
+      return result;
+    }
+    case 'ping':
+    case 'cron-connector':
+      // A failure of one target is logged; the next sweep retries it, so the sweep itself succeeds.
+      return resyncAll(kc, log, options);
+  }
+}
+
+export interface ServerOptions extends HandlerOptions {
+  logger?: Logger;
+}
+
+export function createExpandTemplateServer(kc: KubeConfig, options: ServerOptions = {}): FunctionServer {
+  const { logger, ...handlerOptions } = options;
+  return createFunctionServer<Routes>({
+    name: FUNCTION_NAME,
+    routes,
+    ...(logger === undefined ? {} : { logger }),
+    handle: async (invocation: Invocation<Routes>, ctx: HandlerContext) => {
+      await handleInvocation(kc, invocation, ctx.log, handlerOptions);
+    },
+  });
+}
+
+/** Options from the environment: STASH_NAMESPACES limits what is served. */
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOptions {
+  const options: HandlerOptions = {};
+  const namespaces = env.STASH_NAMESPACES?.split(',').map((n) => n.trim()).filter((n) => n !== '');
+  if (namespaces !== undefined && namespaces.length > 0) options.namespaces = namespaces;
+  return options;
+}
+
+export async function main(): Promise<void> {
+  const port = Number(process.env.PORT ?? '8080');
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new Error(`PORT=${process.env.PORT ?? ''} is not a TCP port number: set PORT to 0-65535 (default 8080)`);
+  }
+  const kc = loadKubeConfig();
+  await createExpandTemplateServer(kc, optionsFromEnv()).listen(port);
+}
+
+if (import.meta.main) {
+  main().catch((error: unknown) => {
+    console.error(`expand-template failed to start: ${(error as Error).message}`);
+    process.exit(1);
+  });
+}
