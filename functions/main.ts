@@ -6,6 +6,7 @@
 const FUNCTIONS = {
   'inject-sidecar': () => import('./inject-sidecar/index.ts'),
   'launch-db-job': () => import('./launch-db-job/index.ts'),
+  'expand-template': () => import('./expand-template/index.ts'),
   'handle-trigger': () => import('./handle-trigger/index.ts'),
   sweep: () => import('./sweep/index.ts'),
 } as const;
