@@ -151,7 +151,7 @@ test('the design volume sample: exact sidecar, idempotent, schedule changes do n
   assert.deepEqual(podSpec?.volumes?.map((v) => v.name), ['source-data', 'stash-tmp', 'stash-repository', 'stash-token']);
   assert.deepEqual(podSpec?.volumes?.slice(1), [
     expectedSampleVolumes[0],
-    { name: 'stash-repository', secret: { secretName: 'gcs-secret', defaultMode: 420 } },
+    { name: 'stash-repository', secret: { secretName: 'gcs-secret', defaultMode: 420, optional: true } },
     { name: 'stash-token', projected: { defaultMode: 420, sources: [{ serviceAccountToken: { audience: 'stash', expirationSeconds: 3600, path: 'token' } }] } },
   ]);
   assert.deepEqual(injected.spec?.strategy, original.spec?.strategy, 'the update strategy is untouched');

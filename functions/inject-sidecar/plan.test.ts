@@ -273,7 +273,7 @@ test('a local (PVC) repository is mounted into the sidecar', () => {
     { name: 'stash-local-repository', persistentVolumeClaim: { claimName: 'backups' } });
   assert.deepEqual(config.spec?.template.spec.containers[0]?.volumeMounts?.find((m) => m.name === 'stash-local-repository'),
     { name: 'stash-local-repository', mountPath: '/repo' });
-  assert.deepEqual(config.spec?.template.spec.volumes.find((v) => v.name === 'stash-repository'), { name: 'stash-repository', secret: { secretName: 'local-secret' } });
+  assert.deepEqual(config.spec?.template.spec.volumes.find((v) => v.name === 'stash-repository'), { name: 'stash-repository', secret: { secretName: 'local-secret', optional: true } });
 });
 
 test('a Repository in another namespace cannot be mounted', () => {

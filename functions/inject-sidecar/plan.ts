@@ -344,7 +344,9 @@ export function planSidecar(input: PlanInput): Plan {
   const backend = repository.spec.backend;
   const volumes: V1Volume[] = [
     { name: TMP_VOLUME, emptyDir: {} },
-    { name: SECRET_VOLUME, secret: { secretName: backend.storageSecretName } },
+    // optional: a missing storage Secret must not keep the pod from starting (for a sidecar, the
+    // user's app with it); the agent then fails the run with an error naming the Secret and key.
+    { name: SECRET_VOLUME, secret: { secretName: backend.storageSecretName, optional: true } },
     {
       name: TOKEN_VOLUME,
       projected: { sources: [{ serviceAccountToken: { audience: TOKEN_AUDIENCE, expirationSeconds: TOKEN_EXPIRATION_SECONDS, path: TOKEN_PATH } }] },

@@ -121,7 +121,7 @@ test('planDatabaseJob: the design Backup with the default pg-backup AgentTemplat
           ],
           volumes: [
             { name: 'tmp', emptyDir: {} },
-            { name: 'stash-repository', secret: { secretName: 'gcs-secret' } },
+            { name: 'stash-repository', secret: { secretName: 'gcs-secret', optional: true } },
             { name: 'stash-token', projected: { sources: [{ serviceAccountToken: { audience: 'stash', expirationSeconds: 3600, path: 'token' } }] } },
           ],
           nodeSelector: { 'cloud.google.com/gke-nodepool': 'pool-highcpu32' },
@@ -309,7 +309,7 @@ const cases: Case[] = [
     check: (plan) => {
       const j = job(plan);
       assert.deepEqual(j.spec?.template.spec?.volumes?.find((v) => v.name === 'stash-local-repository'), { name: 'stash-local-repository', persistentVolumeClaim: { claimName: 'repo-pvc' } });
-      assert.deepEqual(j.spec?.template.spec?.volumes?.find((v) => v.name === 'stash-repository')?.secret, { secretName: 'local-secret' });
+      assert.deepEqual(j.spec?.template.spec?.volumes?.find((v) => v.name === 'stash-repository')?.secret, { secretName: 'local-secret', optional: true });
       for (const name of ['stash-init', 'pg-backup', 'stash-update-status']) {
         assert.ok(container(j, name).volumeMounts?.some((m) => m.name === 'stash-local-repository' && m.mountPath === '/repo'));
       }
