@@ -14,6 +14,7 @@
  * here, so a test names the loopback address that stands for a Service.
  */
 import { spawn } from 'node:child_process';
+import { constants as osConstants } from 'node:os';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
@@ -152,8 +153,27 @@ async function materialiseVolume(core: CoreV1Api, pod: V1Pod, volume: V1Volume, 
           },
         });
         writeFileSync(path.join(dir, sat.path), request.status?.token ?? '', { mode: 0o600 });
+      } else if (source.configMap) {
+        // e.g. kube-root-ca.crt in the kube-api-access-* volume the ServiceAccount admission adds.
+        const cm = await core.readNamespacedConfigMap({ name: source.configMap.name ?? '', namespace });
+        const items = source.configMap.items ?? Object.keys(cm.data ?? {}).map((key) => ({ key, path: key }));
+        for (const item of items) {
+          const value = cm.data?.[item.key];
+          if (value === undefined) {
+            if (source.configMap.optional === true) continue;
+            throw new KubeletStandInError(`volume ${volume.name}: ConfigMap ${namespace}/${source.configMap.name ?? ''} has no key ${item.key}`);
+          }
+          mkdirSync(path.dirname(path.join(dir, item.path)), { recursive: true });
+          writeFileSync(path.join(dir, item.path), value);
+        }
+      } else if (source.downwardAPI) {
+        for (const item of source.downwardAPI.items ?? []) {
+          if (!item.fieldRef) throw new KubeletStandInError(`volume ${volume.name}: downwardAPI item ${item.path} has no fieldRef; only fieldRef items are supported by the kubelet stand-in`);
+          mkdirSync(path.dirname(path.join(dir, item.path)), { recursive: true });
+          writeFileSync(path.join(dir, item.path), podField(pod, item.fieldRef.fieldPath));
+        }
       } else {
-        throw new KubeletStandInError(`volume ${volume.name}: only serviceAccountToken projections are supported by the kubelet stand-in`);
+        throw new KubeletStandInError(`volume ${volume.name}: only serviceAccountToken, configMap and downwardAPI projections are supported by the kubelet stand-in`);
       }
     }
     return dir;
@@ -186,7 +206,14 @@ export async function runContainer(options: RunContainerOptions): Promise<Contai
   for (const [name, value] of Object.entries(options.envOverrides ?? {})) vars.set(name, value);
 
   mkdirSync(options.stateDir, { recursive: true });
-  const staging = mkdtempSync(path.join(options.stateDir, 'mnt-'));
+  // Sources are bound to a staging directory first, so a mount over e.g. /tmp cannot hide a source
+  // below /tmp; the staging directory itself must therefore lie outside every mount target.
+  const targets = (container.volumeMounts ?? []).map((m) => m.mountPath);
+  const below = (dir: string, root: string): boolean => dir === root || dir.startsWith(root.endsWith('/') ? root : `${root}/`);
+  const stagingBase = [options.stateDir, '/run/stash-kubelet', '/var/lib/stash-kubelet'].map((d) => path.resolve(d)).find((d) => !targets.some((t) => below(d, t)));
+  if (stagingBase === undefined) throw new KubeletStandInError(`container ${containerName}: its mounts (${targets.join(', ')}) cover every staging directory the stand-in can use`);
+  mkdirSync(stagingBase, { recursive: true });
+  const staging = mkdtempSync(path.join(stagingBase, 'mnt-'));
   const volumes = new Map((pod.spec?.volumes ?? []).map((v) => [v.name, v]));
   const mounts: { source: string; target: string; readOnly: boolean }[] = [];
   for (const mount of container.volumeMounts ?? []) {
@@ -197,7 +224,6 @@ export async function runContainer(options: RunContainerOptions): Promise<Contai
     if (!existsSync(source)) mkdirSync(source, { recursive: true });
     mounts.push({ source, target: mount.mountPath, readOnly: mount.readOnly === true });
   }
-  // Sources are bound to staging first, so a mount over /tmp cannot hide a source below /tmp.
   const created: string[] = [];
   const script: string[] = ['set -e'];
   mounts.forEach((m, i) => script.push(`mkdir -p ${shellQuote(`${staging}/${i}`)} && mount --bind ${shellQuote(m.source)} ${shellQuote(`${staging}/${i}`)}`));
@@ -225,8 +251,10 @@ export async function runContainer(options: RunContainerOptions): Promise<Contai
       let stderr = '';
       child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
       child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-      child.on('error', reject);
-      child.on('close', (code, signal) => resolve({ exitCode: code ?? (signal ? 128 : 1), stdout, stderr }));
+      // An aborted signal kills the container (SIGTERM, as the kubelet stops a container) and emits
+      // an AbortError: the run still ends with the process's exit, reported like any other.
+      child.on('error', (error) => { if (error.name !== 'AbortError') reject(error); });
+      child.on('close', (code, signal) => resolve({ exitCode: code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1), stdout, stderr }));
     });
   } finally {
     rmSync(path.join(options.stateDir, pod.metadata?.uid ?? 'pod'), { recursive: true, force: true });
