@@ -12,7 +12,7 @@
 // 400 (bad body), 401 (no or invalid token), 403 (not allowed), 404 (no such object), 409 (lease
 // lost), 500/503 (retry later).
 import { z } from 'zod';
-import { backend, dnsLabelName, dnsSubdomainName, formatPath, retentionPolicy } from '../../shared/api/index.ts';
+import { backend, dnsLabelName, dnsSubdomainName, formatPath, retentionPolicy } from './api/index.ts';
 
 /** The audience the agent's projected token must carry. */
 export const AGENT_AUDIENCE = 'stash';

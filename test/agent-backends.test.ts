@@ -14,7 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { resticTargetFor, type SecretData } from '../agent/backends/backends.ts';
 import { createRestic } from '../agent/restic/restic.ts';
-import { ResticError } from '../agent/restic/errors.ts';
+import { BackendCredentialsError, ResticError } from '../agent/restic/errors.ts';
 import type { ResticTarget } from '../agent/restic/target.ts';
 import { backend as backendSchema } from '../shared/api/backends.ts';
 import { toolPath } from './support/tools.ts';
@@ -177,6 +177,13 @@ describe('s3 on versitygw', () => {
     const t = target({ s3: { endpoint: s3.endpoint, bucket: 'stash-repo', prefix: 'demo/app' }, storageSecretName: SECRET_NAME }, secret);
     // restic 0.19 retries SignatureDoesNotMatch (not a permanent error for its s3 backend) for up to 15 min.
     await assertRefusedWithRetries('s3', t, /signature we calculated does not match|SignatureDoesNotMatch/, [wrong, secret.RESTIC_PASSWORD, s3.secretAccessKey]);
+    // The driver stops restic at that first retry instead of waiting out restic's 15 minutes.
+    const started = Date.now();
+    const err = await createRestic(t, { binary: restic, cacheDir: path.join(work, 's3-refused-driver-cache') }).snapshots().then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof BackendCredentialsError, `s3: expected BackendCredentialsError, got ${String(err)}`);
+    assert.match(err.message, /AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY/);
+    assert.ok(Date.now() - started < 60_000, 'restic was stopped at its first retry');
+    assertNoSecret('s3', [err.message, err.detail], [wrong, secret.RESTIC_PASSWORD, s3.secretAccessKey]);
   });
 });
 

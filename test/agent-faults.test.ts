@@ -100,6 +100,29 @@ describe('agent faults through the CLI', () => {
     assert.match(r2.stderr, /--keep-last must be a whole number/);
   });
 
+  it('a dump command gets its own env through restic (never argv); a dump stream destroyed early kills restic', async () => {
+    // A repository of its own: the other cases count the snapshots of the shared one.
+    const restic = createRestic({ repository: path.join(dir, 'repo-dump'), env: { RESTIC_PASSWORD_FILE: pw }, args: [], files: [] }, { binary: toolPath('restic'), cacheDir: path.join(dir, 'xdg/restic') });
+    await restic.init();
+    const secret = `env-only-${randomBytes(6).toString('hex')}`;
+    const small = await restic.backupCommand(['sh', '-c', 'printf %s "$STASH_DUMP_SECRET"'], { host: 'env-test', tags: ['env-test'], filename: 'secret.txt', env: { STASH_DUMP_SECRET: secret } });
+    const smallDump = restic.dump(small.snapshotId, '/secret.txt');
+    const chunks: Buffer[] = [];
+    for await (const c of smallDump.stdout) chunks.push(c as Buffer);
+    await smallDump.done;
+    assert.equal(Buffer.concat(chunks).toString('utf8'), secret);
+
+    // 200 MB: far more than the pipe holds, so restic would block forever on a stream nobody reads.
+    const big = await restic.backupCommand(['head', '-c', String(200 * 1024 * 1024), '/dev/urandom'], { host: 'env-test', tags: ['env-test'], filename: 'big.bin' });
+    const dump = restic.dump(big.snapshotId, '/big.bin');
+    await new Promise<void>((resolve) => dump.stdout.once('data', () => resolve()));
+    const started = Date.now();
+    dump.stdout.destroy();
+    await dump.done;
+    assert.ok(Date.now() - started < 15_000, 'restic stopped soon after the stream was destroyed');
+    assert.equal(await restic.countLocks(), 0, 'the killed restic dump removed its lock');
+  });
+
   it('a failing dump command saves no snapshot and says which exit status', async () => {
     await assert.rejects(
       restic.backupCommand(['sh', '-c', 'echo partial-dump; exit 3'], { host: 'host-0', tags: ['db'], filename: 'dump.sql' }),

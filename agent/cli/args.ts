@@ -32,6 +32,17 @@ const clusterOptions = {
   'enable-analytics': { type: 'string' },
 } satisfies Options;
 
+/** Standalone database flags (agent/db connectionFromFlags); the password never as a flag. */
+const databaseOptions = {
+  'db-type': { type: 'string' },
+  'db-host': { type: 'string' },
+  'db-port': { type: 'string' },
+  'db-user': { type: 'string' },
+  'db-password-file': { type: 'string' },
+  'db-password-env': { type: 'string' },
+  database: { type: 'string', multiple: true },
+} satisfies Options;
+
 const keepOptions = {
   'keep-last': { type: 'string' },
   'keep-hourly': { type: 'string' },
@@ -51,9 +62,9 @@ const filterOptions = {
 
 export const commandOptions = {
   init: { ...repoOptions, ...clusterOptions },
-  backup: { ...repoOptions, ...clusterOptions, ...filterOptions, exclude: { type: 'string', multiple: true } },
+  backup: { ...repoOptions, ...clusterOptions, ...filterOptions, ...databaseOptions, exclude: { type: 'string', multiple: true } },
   recover: {
-    ...repoOptions, ...clusterOptions, ...filterOptions,
+    ...repoOptions, ...clusterOptions, ...filterOptions, ...databaseOptions,
     snapshot: { type: 'string' },
     target: { type: 'string' },
     include: { type: 'string', multiple: true },
@@ -146,21 +157,43 @@ Standalone (people, tests):
   stash forget    --repo R --password-file F [--host H] --tag T... --keep-last N ... [--keep-tag T]... [--prune] [--dry-run]
   stash check     --repo R --password-file F [--read-data]
   stash unlock    --repo R --password-file F     (removes stale locks only)
-In a cluster (reads the objects from the Kubernetes API; namespace from $NAMESPACE):
+  stash backup    --repo R --password-file F --db-type postgres|mariadb|mysql|redis --db-host H [--db-port P] [--db-user U]
+                  [--db-password-file F | --db-password-env NAME] [--database D]... [--host H] [--tag T]...
+  stash recover   --repo R --password-file F --db-type ... --db-host H ... [--snapshot latest|ID] [--host H] [--tag T]...
+  (the database password comes from a file or an environment variable, default $DB_PASSWORD; never a flag)
+In a cluster (no Kubernetes API rights: the agent claims runs from and reports to handle-trigger at
+$STASH_FUNCTIONS_URL with the token in $STASH_TOKEN_FILE; the storage Secret is read from the files
+in $STASH_REPOSITORY_SECRET_DIR; namespace from $NAMESPACE, host from $STASH_HOST):
+  stash backup --backup-name=B [--pushgateway-url=U] [--metrics-dir=D|FILE]
+      sidecar: claims runs until SIGTERM; database Job ($TRIGGER_NAME set, connection from $DB_TYPE,
+      $DB_HOST, $DB_PORT, $DB_USER, $DB_PASSWORD): one run, exit 0 on success or nothing to do.
+      The repository is created when missing. A Job writes metrics to /tmp/metrics.txt by default.
   stash init --backup-name=B
-  stash backup --backup-name=B [--pushgateway-url=U] [--metrics-dir=D] [--enable-status-subresource=true]
+      checks the storage Secret files (RESTIC_PASSWORD) and the token; no API call, no claim;
+      the backup step creates the repository.
+  stash update-repo-status --backup-name=B [--pushgateway-url=U] [--metrics-dir=D|FILE]
+      the status was reported by the backup step; pushes the backup step's metrics file to the
+      Pushgateway when --pushgateway-url is given.
   stash recover --recovery-name=R
-  stash update-repo-status --backup-name=B
   stash update-recovery-status --recovery-name=R
+      recovery still reads the Recovery, Repository, Secrets and AppBinding from the Kubernetes API
+      and patches the Recovery status itself: it NEEDS A ROLE (get recoveries, repositories,
+      secrets, appbindings; patch recoveries/status; create events). $KUBECONFIG or in-cluster config.
+--metrics-dir takes a directory or a file path (--metrics-dir=/tmp/metrics.txt); an empty
+--pushgateway-url (from an empty $(PUSH_GATEWAY_URL)) means none.
 Every command takes --json: progress as JSON lines, then one {"type":"result"} object.
 restic is $STASH_RESTIC or restic on PATH; --cache-dir sets restic's cache.`,
-  init: 'stash init --repo R --password-file F [--json]   |   stash init --backup-name=B',
-  backup: 'stash backup --repo R --password-file F [--host H] [--tag T]... [--exclude P]... [--json] PATH...   |   stash backup --backup-name=B',
-  recover: 'stash recover --repo R --password-file F --snapshot latest|ID --target DIR [--include PATH]... [--from DIR] [--delete] [--host H] [--tag T]... [--json]   |   stash recover --recovery-name=R',
+  init: 'stash init --repo R --password-file F [--json]   |   stash init --backup-name=B   (in a cluster: checks the storage Secret files and the token; backup creates the repository)',
+  backup: 'stash backup --repo R --password-file F [--host H] [--tag T]... [--exclude P]... [--json] PATH...   |   ' +
+    'stash backup --repo R --password-file F --db-type T --db-host H [--db-port P] [--db-user U] [--db-password-file F | --db-password-env NAME] [--database D]... [--json]   |   ' +
+    'stash backup --backup-name=B [--pushgateway-url=U] [--metrics-dir=D|FILE]   (in a cluster: claims runs from handle-trigger, see stash --help)',
+  recover: 'stash recover --repo R --password-file F --snapshot latest|ID --target DIR [--include PATH]... [--from DIR] [--delete] [--host H] [--tag T]... [--json]   |   ' +
+    'stash recover --repo R --password-file F --db-type T --db-host H [--db-port P] [--db-user U] [--db-password-file F | --db-password-env NAME] [--snapshot latest|ID] [--json]   |   ' +
+    'stash recover --recovery-name=R   (needs a Role: reads the Recovery and Secrets from the Kubernetes API)',
   snapshots: 'stash snapshots --repo R --password-file F [--host H] [--tag T]... [--json]',
   forget: 'stash forget --repo R --password-file F --tag T... [--host H] [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--keep-tag T]... [--prune] [--dry-run] [--json]',
   check: 'stash check --repo R --password-file F [--read-data] [--json]',
   unlock: 'stash unlock --repo R --password-file F [--json]',
-  'update-repo-status': 'stash update-repo-status --backup-name=B [--pushgateway-url=U] [--metrics-dir=D]',
-  'update-recovery-status': 'stash update-recovery-status --recovery-name=R [--pushgateway-url=U] [--metrics-dir=D]',
+  'update-repo-status': 'stash update-repo-status --backup-name=B [--pushgateway-url=U] [--metrics-dir=D|FILE]   (pushes the backup step\'s metrics file; the status was reported by the backup step)',
+  'update-recovery-status': 'stash update-recovery-status --recovery-name=R   (needs a Role: reads the Recovery from the Kubernetes API)',
 };

@@ -1,57 +1,18 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { backup as backupSchema, recovery as recoverySchema } from '../../shared/api/index.ts';
-import type { Backup, Recovery } from '../../shared/api/index.ts';
-import { agentNamespace, backupPlan, ClusterConfigError, decodeSecret, recoveryPlan } from './cluster-plan.ts';
+import { recovery as recoverySchema } from '../../shared/api/index.ts';
+import type { Recovery } from '../../shared/api/index.ts';
+import { agentNamespace, ClusterConfigError, decodeSecret, recoveryPlan } from './cluster-plan.ts';
 
-function backupOf(spec: Record<string, unknown>): Backup {
-  return backupSchema.parse({ apiVersion: 'stash.appscode.com/v1alpha2', kind: 'Backup', metadata: { name: 'b1', namespace: 'demo' }, spec });
-}
 function recoveryOf(spec: Record<string, unknown>): Recovery {
   return recoverySchema.parse({ apiVersion: 'stash.appscode.com/v1alpha2', kind: 'Recovery', metadata: { name: 'r1', namespace: 'demo' }, spec });
 }
-const tags = (kind: string, workload: string): string[] => [
-  'stash.appscode.com/namespace=demo', 'stash.appscode.com/backup=b1', `stash.appscode.com/kind=${kind}`, `stash.appscode.com/workload=${workload}`,
-];
 
 describe('agentNamespace', () => {
   it('prefers $NAMESPACE, then the service account file', () => {
     assert.equal(agentNamespace({ NAMESPACE: 'a' }, 'b\n'), 'a');
     assert.equal(agentNamespace({}, 'b\n'), 'b');
     assert.throws(() => agentNamespace({}, undefined), ClusterConfigError);
-  });
-});
-
-describe('backupPlan', () => {
-  it('volume backup of a Deployment: paths, excludes, host-0, identity tags, scoped retention', () => {
-    const plan = backupPlan(backupOf({
-      schedule: '@hourly', backupAgent: { name: 'stash-volume-backup' }, repository: { name: 'repo' },
-      targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'web' }, targetDirectories: ['/source/data'], excludes: ['*.tmp'],
-      retentionPolicy: { keepLast: 5, prune: true },
-    }), {}, 'web-7d9c-abcde');
-    assert.deepEqual(plan, {
-      type: 'volume', repository: { namespace: 'demo', name: 'repo' }, paths: ['/source/data'], excludes: ['*.tmp'], host: 'host-0',
-      tags: tags('Deployment', 'web'),
-      forget: ['--tag', tags('Deployment', 'web').join(','), '--host', 'host-0', '--group-by', 'host', '--keep-last', '5', '--prune'],
-    });
-  });
-  it('StatefulSet replica host from POD_NAME; no retention when none is set', () => {
-    const plan = backupPlan(backupOf({
-      schedule: '@hourly', backupAgent: 'stash-volume-backup', repository: { name: 'repo', namespace: 'storage' },
-      targetRef: { apiVersion: 'apps/v1', kind: 'StatefulSet', name: 'db' }, targetDirectories: ['/var/lib/data'],
-    }), { POD_NAME: 'db-2' }, 'ignored');
-    assert.equal(plan.host, 'host-2');
-    assert.deepEqual(plan.repository, { namespace: 'storage', name: 'repo' });
-    assert.equal(plan.forget, undefined);
-  });
-  it('AppBinding targets become database plans with the Backup args as databases', () => {
-    const plan = backupPlan(backupOf({
-      schedule: '@hourly', backupAgent: 'pg-backup', repository: { name: 'repo' },
-      targetRef: { apiVersion: 'appcatalog.appscode.com/v1alpha1', kind: 'AppBinding', name: 'quick-postgres' }, containerAttributes: { args: ['mydb'] },
-    }), {}, 'job-pod');
-    assert.equal(plan.type, 'database');
-    assert.ok(plan.type === 'database' && plan.databases[0] === 'mydb' && plan.appBinding.name === 'quick-postgres');
-    assert.deepEqual(plan.tags, tags('AppBinding', 'quick-postgres'));
   });
 });
 

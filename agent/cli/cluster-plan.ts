@@ -1,11 +1,10 @@
 /**
- * In-cluster mode, the pure part: from a Backup / Recovery (shared/api) and the agent's
- * environment to what the agent will do. No I/O, so every case is unit-tested.
+ * In-cluster recovery, the pure part: from a Recovery (shared/api) and the agent's environment
+ * to what the agent will do (backups get theirs from handle-trigger's claim answer). No I/O.
  */
 import path from 'node:path';
-import type { Backup, Recovery } from '../../shared/api/index.ts';
-import { forgetArgs } from '../retention/retention.ts';
-import { identityTags, replicaHost } from '../volume/identity.ts';
+import type { Recovery } from '../../shared/api/index.ts';
+import { replicaHost } from '../volume/identity.ts';
 
 export class ClusterConfigError extends Error {
   constructor(message: string) {
@@ -28,48 +27,6 @@ export function agentNamespace(env: Readonly<Record<string, string | undefined>>
 export interface RepositoryRef {
   readonly namespace: string;
   readonly name: string;
-}
-
-export interface VolumeBackupPlan {
-  readonly type: 'volume';
-  readonly repository: RepositoryRef;
-  readonly paths: readonly string[];
-  readonly excludes: readonly string[];
-  readonly host: string;
-  readonly tags: readonly string[];
-  /** restic forget flags after a successful backup; undefined = no retention. */
-  readonly forget: readonly string[] | undefined;
-}
-
-export interface DatabaseBackupPlan {
-  readonly type: 'database';
-  readonly repository: RepositoryRef;
-  readonly appBinding: { readonly namespace: string; readonly name: string };
-  /** Databases to dump (the Backup's containerAttributes.args); empty = all. */
-  readonly databases: readonly string[];
-  readonly host: string;
-  readonly tags: readonly string[];
-  readonly forget: readonly string[] | undefined;
-}
-
-export type BackupPlan = VolumeBackupPlan | DatabaseBackupPlan;
-
-/** Env the agent reads: POD_NAME (else the hostname), NODE_NAME (DaemonSets). */
-export function backupPlan(backup: Backup, env: Readonly<Record<string, string | undefined>>, hostname: string): BackupPlan {
-  const ns = backup.metadata.namespace;
-  const name = backup.metadata.name;
-  if (!ns || !name) throw new ClusterConfigError('the Backup read from the API has no metadata.namespace or metadata.name');
-  const spec = backup.spec;
-  const repository = { namespace: spec.repository.namespace ?? ns, name: spec.repository.name };
-  const tags = identityTags({ namespace: ns, backup: name, kind: spec.targetRef.kind, workload: spec.targetRef.name });
-  const host = replicaHost(spec.targetRef.kind, env.POD_NAME || hostname, env.NODE_NAME);
-  const forget = spec.retentionPolicy ? forgetArgs(spec.retentionPolicy, { tags, host }) : undefined;
-  if (spec.targetRef.kind === 'AppBinding') {
-    return { type: 'database', repository, appBinding: { namespace: ns, name: spec.targetRef.name }, databases: spec.containerAttributes?.args ?? [], host, tags, forget };
-  }
-  const paths = spec.targetDirectories ?? [];
-  if (paths.length === 0) throw new ClusterConfigError(`Backup ${ns}/${name}: spec.targetDirectories is empty; list the directories to back up`);
-  return { type: 'volume', repository, paths, excludes: spec.excludes ?? [], host, tags, forget };
 }
 
 export interface VolumeRecoveryPlan {

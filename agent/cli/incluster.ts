@@ -1,34 +1,42 @@
 /**
- * In-cluster mode: `stash <command> --backup-name=B | --recovery-name=R`. Each command is
- * resolve (read the Backup/Recovery, its Repository and storage Secret; map them with the pure
- * cluster-plan.ts and agent/backends) -> run (agent/volume, agent/db, agent/retention through the
- * restic driver) -> report (status fields the agent owns, an Event, metrics).
+ * In-cluster mode: `stash <command> --backup-name=B` in the backup sidecar or a database Job.
  *
- * The agent writes only run results: Backup status lastBackupTime / lastSuccessfulBackupTime /
- * lastSnapshotId / lastBackupSize; Repository status snapshotCount / totalSize / lastBackupTime /
- * lastCheckTime / integrity; Recovery status recoveredHosts[this host] (+ snapshotId, stats).
- * Phases and conditions belong to the functions.
+ * The agent has no rights on the Kubernetes API (docs/architecture.md, "The agent reports through
+ * the functions"). It gets the storage Secret as files (STASH_REPOSITORY_SECRET_DIR), its settings
+ * in its environment (NAMESPACE, BACKUP_NAME, STASH_HOST, TRIGGER_NAME in a Job, DB_* for a
+ * database) and a projected token (STASH_TOKEN_FILE) it presents to handle-trigger
+ * (STASH_FUNCTIONS_URL): it claims a run, holds the lease while it works, and reports the outcome
+ * (snapshot, bytes, files, repository stats); handle-trigger writes every status and Event.
+ *
+ * - backup in a sidecar (no TRIGGER_NAME): a loop of claims until SIGTERM;
+ * - backup in a database Job (TRIGGER_NAME): one claim; exit 0 when the run Succeeded or there was
+ *   nothing to claim, non-zero when it Failed or the lease was lost;
+ * - init: checks the Secret files and the token, no API call and no claim (backup creates the
+ *   repository when it is missing);
+ * - update-repo-status: pushes the metrics file the backup step wrote to the Pushgateway.
+ * Recovery still uses the direct-API path (incluster-recovery.ts), which needs a Role.
  */
-import { readFile } from 'node:fs/promises';
-import os from 'node:os';
-import { CoreV1Api } from '@kubernetes/client-node';
-import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
 import type { Logger } from 'pino';
-import { API_VERSION, APPCATALOG_API_VERSION, appBinding, backup as backupSchema, parseObject, recovery as recoverySchema, repository as repositorySchema } from '../../shared/api/index.ts';
-import type { Backup, Recovery, Repository } from '../../shared/api/index.ts';
-import { ConflictError, emitEvent, getObject, kubeCall, loadKubeConfig, patchStatus } from '../../shared/kube/index.ts';
+import type { ClaimedRun, RunOutcome } from '../../shared/agent-protocol.ts';
 import { resticTargetFor } from '../backends/backends.ts';
-import { backupDatabase, connectionFromAppBinding, recoverDatabase } from '../db/index.ts';
+import { createFunctionsClient, runClaimedRun, sidecarLoop } from '../cluster/index.ts';
+import type { RunResult } from '../cluster/index.ts';
+import { backupDatabase, connectionFromFlags } from '../db/index.ts';
+import { backupRegistry, metricsFileName, pushMetricsText, writeMetricsFile } from '../metrics/metrics.ts';
 import { createRestic } from '../restic/restic.ts';
 import type { ResticDriver } from '../restic/restic.ts';
-import { backupDirectories, recoverDirectories } from '../volume/volume.ts';
-import { UsageError, boolString, required, str } from './args.ts';
-import type { Command, Parsed } from './args.ts';
-import { agentNamespace, backupPlan, decodeSecret, recoveryPlan, SERVICE_ACCOUNT_NAMESPACE_FILE } from './cluster-plan.ts';
-import { backupRegistry, metricsFileName, pushMetrics, recoveryRegistry, writeMetricsFile } from '../metrics/metrics.ts';
-import type { Registry } from 'prom-client';
 import type { BackupSummary } from '../restic/types.ts';
-import type { RepositoryRef } from './cluster-plan.ts';
+import { forgetArgs } from '../retention/retention.ts';
+import { backupDirectories } from '../volume/volume.ts';
+import { UsageError, str } from './args.ts';
+import type { Command, Parsed } from './args.ts';
+import {
+  AgentConfigError, agentSettings, databaseFlagsFromEnv, DEFAULT_JOB_METRICS_FILE, metricsLocation, optionalUrl, secretKeysFrom, succeeded, targetLabel, volumeFacts,
+} from './agent-env.ts';
+import type { AgentSettings, RunFacts } from './agent-env.ts';
+import { runRecoveryCommand } from './incluster-recovery.ts';
 import type { CliIo, Output } from './output.ts';
 
 export interface ClusterContext {
@@ -38,282 +46,247 @@ export interface ClusterContext {
   readonly signal: AbortSignal;
 }
 
-const FIELD_MANAGER = 'stash-agent';
-const CONTROLLER = 'stash.appscode.com/agent';
-
-interface Env {
-  readonly kc: KubeConfig;
-  readonly namespace: string;
-  readonly log: Logger;
-  readonly statusSubresource: boolean;
-  readonly metricsDir: string | undefined;
-  readonly pushgatewayUrl: string | undefined;
-  readonly cacheDir: string | undefined;
+/** The run ended Failed or was lost: the process exits non-zero (a database Job then fails). */
+export class RunFailedError extends Error {
+  override name = 'RunFailedError';
 }
 
-async function clusterEnv(p: Parsed, ctx: ClusterContext): Promise<Env> {
-  let saNamespace: string | undefined;
+/** Reads the storage Secret the kubelet mounted as files (one per key). */
+export async function readSecretDir(dir: string): Promise<Record<string, string>> {
+  let names: string[];
   try {
-    saNamespace = await readFile(SERVICE_ACCOUNT_NAMESPACE_FILE, 'utf8');
-  } catch {
-    saNamespace = undefined;
+    names = await readdir(dir);
+  } catch (error) {
+    throw new AgentConfigError(`cannot read the storage Secret at ${dir} (${(error as NodeJS.ErrnoException).code ?? (error as Error).message}); ` +
+      'mount the Repository\'s storage Secret there (the Stash sidecar and database Job do) or set STASH_REPOSITORY_SECRET_DIR to where it is mounted');
   }
-  const pushgatewayUrl = str(p, 'pushgateway-url');
-  if (pushgatewayUrl && !/^https?:\/\//.test(pushgatewayUrl)) throw new UsageError(`--pushgateway-url must be an http:// or https:// URL, got "${pushgatewayUrl}"`);
+  const entries: { name: string; content: string }[] = [];
+  for (const name of names) {
+    if (name.startsWith('.')) continue;
+    const file = path.join(dir, name);
+    if (!(await stat(file)).isFile()) continue;
+    entries.push({ name, content: await readFile(file, 'utf8') });
+  }
+  return secretKeysFrom(entries);
+}
+
+async function isDirectory(p: string): Promise<boolean | undefined> {
+  try {
+    return (await stat(p)).isDirectory();
+  } catch {
+    return undefined;
+  }
+}
+
+interface MetricsSettings {
+  /** --metrics-dir (a directory or a file path), or the Job default. */
+  readonly location: string | undefined;
+  readonly pushgatewayUrl: string | undefined;
+}
+
+function metricsSettings(p: Parsed, env: CliIo['env'], inJob: boolean): MetricsSettings {
+  const location = str(p, 'metrics-dir') ?? (inJob ? DEFAULT_JOB_METRICS_FILE : undefined);
+  return { location, pushgatewayUrl: optionalUrl(p.values['pushgateway-url'], 'pushgateway-url') ?? optionalUrl(env.PUSH_GATEWAY_URL, 'pushgateway-url (from $PUSH_GATEWAY_URL)') };
+}
+
+async function metricsFile(location: string, namespace: string, backup: string): Promise<string> {
+  const where = metricsLocation(location, metricsFileName('backup', namespace, backup), await isDirectory(location));
+  return path.join(where.dir, where.fileName);
+}
+
+interface WorkContext {
+  readonly settings: AgentSettings;
+  readonly ctx: ClusterContext;
+  readonly metrics: MetricsSettings;
+  readonly cacheDir: string | undefined;
+  readonly log: Logger;
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Metrics are never worth failing a run for: a failure is logged. */
+async function reportMetrics(w: WorkContext, run: ClaimedRun, success: boolean, durationSeconds: number, summary: BackupSummary | undefined): Promise<void> {
+  const registry = backupRegistry({
+    namespace: run.namespace, backup: run.backup, target: targetLabel(run), success, durationSeconds, ...(summary ? { summary } : {}),
+  });
+  try {
+    if (w.metrics.location) {
+      const file = await metricsFile(w.metrics.location, run.namespace, run.backup);
+      await writeMetricsFile(registry, path.dirname(file), path.basename(file));
+    }
+    if (w.metrics.pushgatewayUrl) await pushMetricsText(await registry.metrics(), { url: w.metrics.pushgatewayUrl, namespace: run.namespace, name: run.backup, kind: 'backup' });
+  } catch (error) {
+    w.log.warn({ err: message(error), backup: run.backup }, 'could not report metrics');
+  }
+}
+
+/** One claimed run: the backup itself, retention, repository stats, metrics. */
+async function doRun(w: WorkContext, run: ClaimedRun, signal: AbortSignal): Promise<RunOutcome> {
+  const started = Date.now();
+  const log = w.log.child({ namespace: run.namespace, backup: run.backup, trigger: run.trigger, host: run.host });
+  let summary: BackupSummary | undefined;
+  try {
+    const secret = await readSecretDir(w.settings.secretDir);
+    const target = resticTargetFor(run.repository.backend, secret);
+    const restic: ResticDriver = createRestic(target, { logger: log, ...(w.cacheDir ? { cacheDir: w.cacheDir } : {}) });
+    if (!(await restic.exists())) {
+      await restic.init();
+      log.info({ repository: restic.repository }, 'created the repository');
+    }
+
+    let facts: Pick<RunFacts, 'snapshotId' | 'bytesAdded' | 'files'>;
+    if (run.targetKind === 'AppBinding') {
+      const conn = connectionFromFlags(databaseFlagsFromEnv(w.ctx.io.env, run.args), w.ctx.io.env);
+      const result = await backupDatabase(restic, conn, { host: run.hostname, tags: run.tags, signal });
+      summary = result.snapshots.at(-1)?.summary;
+      facts = {
+        snapshotId: summary?.snapshotId ?? '',
+        bytesAdded: result.snapshots.reduce((n, s) => n + s.summary.dataAdded, 0),
+        files: result.snapshots.reduce((n, s) => n + s.summary.totalFilesProcessed, 0),
+      };
+    } else {
+      summary = await backupDirectories(restic, {
+        paths: run.targetDirectories, excludes: run.excludes, host: run.hostname, tags: run.tags, signal,
+        onProgress: (pr) => w.ctx.out.progress(pr),
+      });
+      w.ctx.out.endProgress();
+      facts = volumeFacts(summary);
+    }
+    log.info({ snapshotId: facts.snapshotId, bytesAdded: facts.bytesAdded, files: facts.files }, 'snapshot saved');
+
+    // Retention after the snapshot: a failure is a warning (the next run retries it), not a failed run.
+    let forgotten = 0;
+    const policyArgs = run.retentionPolicy ? forgetArgs(run.retentionPolicy, { tags: run.tags, host: run.hostname }) : undefined;
+    if (policyArgs) {
+      try {
+        const groups = await restic.forget(policyArgs, { signal });
+        forgotten = groups.reduce((n, g) => n + g.remove.length, 0);
+      } catch (error) {
+        if (signal.aborted) throw error;
+        log.warn({ err: message(error) }, 'retention failed after a successful backup; the next run retries it');
+      }
+    }
+
+    let repository: RunFacts['repository'];
+    try {
+      const snapshots = await restic.snapshots();
+      const stats = await restic.stats('raw-data');
+      repository = { snapshotCount: snapshots.length, totalSize: stats.totalSize };
+    } catch (error) {
+      if (signal.aborted) throw error;
+      log.warn({ err: message(error) }, 'could not read the repository\'s stats; reporting the run without them');
+    }
+
+    await reportMetrics(w, run, true, (Date.now() - started) / 1000, summary);
+    w.ctx.out.info(`snapshot ${facts.snapshotId.slice(0, 8)} saved for Backup ${run.namespace}/${run.backup} (host ${run.hostname})${forgotten ? `, ${forgotten} old snapshot(s) forgotten` : ''}`);
+    return succeeded({ ...facts, repository });
+  } catch (error) {
+    w.ctx.out.endProgress();
+    await reportMetrics(w, run, false, (Date.now() - started) / 1000, undefined);
+    throw error;
+  }
+}
+
+function describe(result: Exclude<RunResult, { status: 'idle' }>): Record<string, unknown> {
+  if (result.status === 'lost') return { trigger: result.run.trigger, host: result.run.host, status: 'lost', reason: result.reason };
   return {
-    kc: loadKubeConfig(),
-    namespace: agentNamespace(ctx.io.env, saNamespace),
-    log: ctx.logger,
-    statusSubresource: boolString(p, 'enable-status-subresource', true),
-    metricsDir: str(p, 'metrics-dir'),
-    pushgatewayUrl,
-    cacheDir: str(p, 'cache-dir') ?? ctx.io.env.STASH_CACHE_DIR,
+    trigger: result.run.trigger, host: result.run.host, status: 'reported', phase: result.outcome.phase,
+    ...(result.outcome.snapshotId ? { snapshotId: result.outcome.snapshotId } : {}),
+    ...(result.outcome.error ? { error: result.outcome.error } : {}),
   };
 }
 
-async function read<T>(env: Env, schema: Parameters<typeof parseObject>[0], kind: string, apiVersion: string, namespace: string, name: string, hint: string): Promise<T> {
-  const obj = await getObject(env.kc, { apiVersion, kind, namespace, name });
-  if (!obj) throw new UsageError(`${kind} ${namespace}/${name} not found; ${hint}`);
-  return parseObject(schema, kind, obj) as T;
-}
+async function runBackup(p: Parsed, ctx: ClusterContext, settings: AgentSettings): Promise<void> {
+  const inJob = settings.trigger !== undefined;
+  const w: WorkContext = {
+    settings, ctx,
+    metrics: metricsSettings(p, ctx.io.env, inJob),
+    cacheDir: str(p, 'cache-dir') ?? ctx.io.env.STASH_CACHE_DIR,
+    log: ctx.logger.child({ namespace: settings.namespace, backup: settings.backup, host: settings.host }),
+  };
+  if (!settings.functionsUrl) {
+    throw new AgentConfigError('$STASH_FUNCTIONS_URL is not set: the agent claims and reports its runs through handle-trigger; set it to the function\'s URL (inject-sidecar and launch-db-job set it)');
+  }
+  const client = createFunctionsClient({ baseUrl: settings.functionsUrl, tokenFile: settings.tokenFile });
+  const target = { namespace: settings.namespace, backup: settings.backup, host: settings.host };
+  const work = (run: ClaimedRun, signal: AbortSignal): Promise<RunOutcome> => doRun(w, run, signal);
 
-async function readSecret(env: Env, namespace: string, name: string, what: string): Promise<V1Secret> {
-  const api = env.kc.makeApiClient(CoreV1Api);
-  return kubeCall(`get Secret ${namespace}/${name} (${what})`, () => api.readNamespacedSecret({ namespace, name }));
-}
-
-/** The Repository and a restic driver for it (password and keys from its storage Secret). */
-async function openRepository(env: Env, ref: RepositoryRef): Promise<{ repository: Repository; restic: ResticDriver }> {
-  const repository = await read<Repository>(env, repositorySchema, 'Repository', API_VERSION, ref.namespace, ref.name, 'create it or fix spec.repository');
-  const secretName = repository.spec.backend.storageSecretName;
-  const secret = await readSecret(env, ref.namespace, secretName, `storage Secret of Repository ${ref.name}`);
-  const target = resticTargetFor(repository.spec.backend, decodeSecret(secret));
-  return { repository, restic: createRestic(target, { logger: env.log, ...(env.cacheDir ? { cacheDir: env.cacheDir } : {}) }) };
-}
-
-async function patchRunStatus(env: Env, ref: { kind: string; namespace: string; name: string }, status: Record<string, unknown>): Promise<void> {
-  if (!env.statusSubresource) {
-    env.log.info({ ...ref }, 'status subresource disabled (--enable-status-subresource=false): not writing status');
+  if (inJob) {
+    const result = await runClaimedRun(client, target, work, { signal: ctx.signal, log: w.log });
+    if (result.status === 'idle') {
+      ctx.out.info(`no pending run of Backup ${settings.namespace}/${settings.backup} for ${settings.host}: nothing to do`);
+      ctx.out.result('backup', { backup: settings.backup, namespace: settings.namespace, status: 'idle' });
+      return;
+    }
+    if (result.status === 'lost') throw new RunFailedError(`run ${result.run.trigger} of Backup ${settings.namespace}/${settings.backup} was taken from this agent: ${result.reason}`);
+    if (result.outcome.phase !== 'Succeeded') {
+      throw new RunFailedError(`run ${result.run.trigger} of Backup ${settings.namespace}/${settings.backup} failed: ${result.outcome.error ?? 'no message'}`);
+    }
+    ctx.out.result('backup', { backup: settings.backup, namespace: settings.namespace, ...describe(result) });
     return;
   }
-  await patchStatus(env.kc, { apiVersion: API_VERSION, ...ref }, status, { fieldManager: FIELD_MANAGER });
+
+  w.log.info({ functionsUrl: settings.functionsUrl }, 'backup sidecar started: claiming runs');
+  await sidecarLoop(client, target, work, {
+    signal: ctx.signal,
+    log: w.log,
+    onRun: (result) => ctx.out.event('run', describe(result)),
+  });
+  w.log.info({}, 'backup sidecar stopped');
+  ctx.out.result('backup', { backup: settings.backup, namespace: settings.namespace, status: 'stopped' });
 }
 
-async function event(env: Env, obj: { kind: string; namespace: string; name: string; uid?: string | undefined }, type: 'Normal' | 'Warning', reason: string, message: string, action: string): Promise<void> {
+/** init: the Secret files hold a password and the token is there; the repository is created by backup when missing. */
+async function runInit(ctx: ClusterContext, settings: AgentSettings): Promise<void> {
+  const secret = await readSecretDir(settings.secretDir);
+  if (!secret.RESTIC_PASSWORD) {
+    throw new AgentConfigError(`the storage Secret mounted at ${settings.secretDir} has no RESTIC_PASSWORD key; add the repository password to the Repository's storage Secret under RESTIC_PASSWORD`);
+  }
   try {
-    await emitEvent(env.kc, { apiVersion: API_VERSION, kind: obj.kind, namespace: obj.namespace, name: obj.name, ...(obj.uid ? { uid: obj.uid } : {}) }, { type, reason, message, action }, CONTROLLER);
-  } catch (err) {
-    env.log.warn({ err: (err as Error).message, reason }, 'could not record Event');
+    const token = await readFile(settings.tokenFile, 'utf8');
+    if (token.trim() === '') throw new Error('empty');
+  } catch (error) {
+    throw new AgentConfigError(`the ServiceAccount token at ${settings.tokenFile} cannot be read (${(error as NodeJS.ErrnoException).code ?? message(error)}); mount a projected serviceAccountToken volume with audience "stash" there or set STASH_TOKEN_FILE`);
   }
+  ctx.out.info(`storage Secret (${Object.keys(secret).length} key(s)) and token present; the backup step creates the repository if it is missing`);
+  ctx.out.result('init', { backup: settings.backup, namespace: settings.namespace, secretKeys: Object.keys(secret).sort(), checked: true });
 }
 
-/** Metrics through agent/metrics: a file in --metrics-dir and/or a push to --pushgateway-url. A metrics failure is logged, never fails the run. */
-async function reportMetrics(env: Env, kind: 'backup' | 'recovery', name: string, registry: Registry): Promise<void> {
+/** update-repo-status: the report already carried the repository stats; push the backup step's metrics file. */
+async function runUpdateRepoStatus(p: Parsed, ctx: ClusterContext, settings: AgentSettings): Promise<void> {
+  const metrics = metricsSettings(p, ctx.io.env, true);
+  if (!metrics.pushgatewayUrl) {
+    ctx.out.info('the Backup and Repository status were reported to handle-trigger by the backup step; no --pushgateway-url given, so there is nothing to push');
+    ctx.out.result('update-repo-status', { backup: settings.backup, namespace: settings.namespace, pushed: false });
+    return;
+  }
+  const file = await metricsFile(metrics.location ?? DEFAULT_JOB_METRICS_FILE, settings.namespace, settings.backup);
+  let text: string;
   try {
-    if (env.metricsDir) await writeMetricsFile(registry, env.metricsDir, metricsFileName(kind, env.namespace, name));
-    if (env.pushgatewayUrl) await pushMetrics(registry, { url: env.pushgatewayUrl, namespace: env.namespace, name, kind });
-  } catch (err) {
-    env.log.warn({ err: (err as Error).message, kind, name }, 'could not report metrics');
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    throw new AgentConfigError(`cannot read the metrics file ${file} the backup step should have written (${(error as NodeJS.ErrnoException).code ?? message(error)}); ` +
+      'give this step and the backup step the same --metrics-dir on a volume they share (the Job\'s /tmp emptyDir)');
   }
-}
-
-async function refreshRepositoryStatus(env: Env, repository: Repository, restic: ResticDriver, extra: Record<string, unknown> = {}): Promise<Record<string, unknown>> {
-  const snapshots = await restic.snapshots();
-  const stats = await restic.stats('raw-data');
-  const status = { snapshotCount: snapshots.length, totalSize: stats.totalSize, ...extra };
-  await patchRunStatus(env, { kind: 'Repository', namespace: repository.metadata.namespace ?? env.namespace, name: repository.metadata.name ?? '' }, status);
-  return status;
-}
-
-function backupName(p: Parsed): string {
-  return required(p, 'backup-name', 'the Backup this agent serves');
-}
-
-async function runBackup(p: Parsed, ctx: ClusterContext, env: Env): Promise<void> {
-  const name = backupName(p);
-  const b = await read<Backup>(env, backupSchema, 'Backup', API_VERSION, env.namespace, name, 'check --backup-name and $NAMESPACE');
-  const plan = backupPlan(b, ctx.io.env, os.hostname());
-  const ref = { kind: 'Backup', namespace: env.namespace, name, uid: b.metadata.uid as string | undefined };
-  const targetLabel = `${b.spec.targetRef.kind.toLowerCase()}/${b.spec.targetRef.name}`;
-  const started = new Date();
-  const log = env.log.child({ namespace: env.namespace, backup: name, host: plan.host });
-  try {
-    const { repository, restic } = await openRepository(env, plan.repository);
-    await restic.init();
-    let snapshotId: string;
-    let dataAdded: number;
-    let files = 0;
-    let bytes = 0;
-    let summary: BackupSummary | undefined;
-    if (plan.type === 'volume') {
-      const s = await backupDirectories(restic, { paths: plan.paths, excludes: plan.excludes, host: plan.host, tags: plan.tags, onProgress: (pr) => ctx.out.progress(pr), signal: ctx.signal });
-      ctx.out.endProgress();
-      summary = s;
-      snapshotId = s.snapshotId;
-      dataAdded = s.dataAdded;
-      files = s.totalFilesProcessed;
-      bytes = s.totalBytesProcessed;
-    } else {
-      const binding = await read<{ metadata: { name?: string; namespace?: string }; spec: { secret?: { name: string } } }>(
-        env, appBinding, 'AppBinding', APPCATALOG_API_VERSION, plan.appBinding.namespace, plan.appBinding.name, 'fix spec.targetRef');
-      const secret = binding.spec.secret ? await readSecret(env, plan.appBinding.namespace, binding.spec.secret.name, `login Secret of AppBinding ${plan.appBinding.name}`) : undefined;
-      const conn = connectionFromAppBinding(binding as Parameters<typeof connectionFromAppBinding>[0], secret ? { data: secret.data ?? {} } : undefined, plan.databases);
-      const r = await backupDatabase(restic, conn, { host: plan.host, tags: plan.tags, signal: ctx.signal });
-      const last = r.snapshots.at(-1);
-      summary = last?.summary;
-      snapshotId = last?.summary.snapshotId ?? '';
-      dataAdded = r.snapshots.reduce((n, s) => n + s.summary.dataAdded, 0);
-      files = r.snapshots.length;
-      bytes = r.snapshots.reduce((n, s) => n + s.summary.totalBytesProcessed, 0);
-    }
-    const now = new Date().toISOString();
-    await patchRunStatus(env, ref, { lastBackupTime: now, lastSuccessfulBackupTime: now, lastSnapshotId: snapshotId, lastBackupSize: dataAdded });
-    // Retention after the snapshot is safe: a failure here is a warning (the next run retries it), not a failed backup.
-    let removed = 0;
-    let retentionError: string | undefined;
-    if (plan.forget) {
-      try {
-        const groups = await restic.forget(plan.forget, { signal: ctx.signal });
-        removed = groups.reduce((n, g) => n + g.remove.length, 0);
-      } catch (err) {
-        retentionError = err instanceof Error ? err.message : String(err);
-        log.warn({ err: retentionError }, 'retention failed after a successful backup');
-        await event(env, ref, 'Warning', 'RetentionFailed', `host ${plan.host}: snapshot ${snapshotId.slice(0, 8)} was saved, but forgetting old snapshots failed: ${retentionError}`, 'Retention');
-      }
-    }
-    await refreshRepositoryStatus(env, repository, restic, { lastBackupTime: now });
-    await event(env, ref, 'Normal', 'BackupSucceeded', `host ${plan.host}: snapshot ${snapshotId.slice(0, 8)}, ${dataAdded} bytes added${removed ? `, ${removed} old snapshot(s) forgotten` : ''}`, 'Backup');
-    await reportMetrics(env, 'backup', name, backupRegistry({
-      namespace: env.namespace, backup: name, target: targetLabel, success: true, durationSeconds: (Date.now() - started.getTime()) / 1000,
-      ...(summary ? { summary } : {}),
-    }));
-    log.info({ snapshotId, dataAdded, files, bytes, removed }, 'backup succeeded');
-    ctx.out.info(`snapshot ${snapshotId.slice(0, 8)} saved for Backup ${env.namespace}/${name} (host ${plan.host})`);
-    ctx.out.result('backup', { backup: name, namespace: env.namespace, host: plan.host, snapshotId, dataAdded, filesProcessed: files, bytesProcessed: bytes, forgotten: removed, ...(retentionError ? { retentionError } : {}) });
-  } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    try {
-      await patchRunStatus(env, ref, { lastBackupTime: new Date().toISOString() });
-    } catch (patchErr) {
-      log.warn({ err: (patchErr as Error).message }, 'could not record the failed run in the Backup status');
-    }
-    await event(env, ref, 'Warning', 'BackupFailed', `host ${plan.host}: ${message}`, 'Backup');
-    await reportMetrics(env, 'backup', name, backupRegistry({
-      namespace: env.namespace, backup: name, target: targetLabel, success: false, durationSeconds: (Date.now() - started.getTime()) / 1000,
-    }));
-    throw err;
-  }
-}
-
-/** Replaces this host's entry in status.recoveredHosts (read-modify-write guarded by resourceVersion). */
-async function recordRecoveredHost(env: Env, name: string, entry: Record<string, unknown>, extra: Record<string, unknown>): Promise<void> {
-  if (!env.statusSubresource) return;
-  for (let attempt = 0; ; attempt++) {
-    const current = await read<Recovery & { metadata: { resourceVersion?: string } }>(env, recoverySchema, 'Recovery', API_VERSION, env.namespace, name, 'it was deleted while recovering');
-    const hosts = (current.status?.recoveredHosts ?? []).filter((h) => h.host !== entry.host);
-    try {
-      await patchStatus(env.kc, { apiVersion: API_VERSION, kind: 'Recovery', namespace: env.namespace, name },
-        { recoveredHosts: [...hosts, entry], ...extra },
-        { fieldManager: FIELD_MANAGER, ...(current.metadata.resourceVersion ? { resourceVersion: current.metadata.resourceVersion } : {}) });
-      return;
-    } catch (err) {
-      if (!(err instanceof ConflictError) || attempt >= 4) throw err;
-    }
-  }
-}
-
-async function runRecover(p: Parsed, ctx: ClusterContext, env: Env): Promise<void> {
-  const name = required(p, 'recovery-name', 'the Recovery this agent carries out');
-  const r = await read<Recovery>(env, recoverySchema, 'Recovery', API_VERSION, env.namespace, name, 'check --recovery-name and $NAMESPACE');
-  const plan = recoveryPlan(r, ctx.io.env, os.hostname());
-  const ref = { kind: 'Recovery', namespace: env.namespace, name, uid: r.metadata.uid as string | undefined };
-  const to = r.spec.recoverTo.workload;
-  const targetLabel = to ? `${to.kind.toLowerCase()}/${to.name}` : `volume${r.spec.recoverTo.volume?.mountPath ?? ''}`;
-  const started = Date.now();
-  try {
-    const { restic } = await openRepository(env, plan.repository);
-    let snapshotId: string;
-    let files = 0;
-    let bytes = 0;
-    if (plan.type === 'volume') {
-      const res = await recoverDirectories(restic, {
-        snapshot: plan.snapshot, host: plan.host, target: plan.target, paths: plan.include, ...(plan.from ? { from: plan.from } : {}),
-        // Recovery into a workload or a volume is a rollback to the snapshot within the given paths.
-        mode: 'rollback', onProgress: (pr) => ctx.out.progress(pr), signal: ctx.signal,
-      });
-      ctx.out.endProgress();
-      snapshotId = res.snapshot.id;
-      files = res.summary.filesRestored;
-      bytes = res.summary.bytesRestored;
-    } else {
-      const binding = await read<{ metadata: { name?: string; namespace?: string }; spec: { secret?: { name: string } } }>(
-        env, appBinding, 'AppBinding', APPCATALOG_API_VERSION, plan.appBinding.namespace, plan.appBinding.name, 'fix spec.recoverTo.workload');
-      const secret = binding.spec.secret ? await readSecret(env, plan.appBinding.namespace, binding.spec.secret.name, `login Secret of AppBinding ${plan.appBinding.name}`) : undefined;
-      const conn = connectionFromAppBinding(binding as Parameters<typeof connectionFromAppBinding>[0], secret ? { data: secret.data ?? {} } : undefined);
-      const res = await recoverDatabase(restic, conn, { ...(plan.snapshot !== 'latest' ? { snapshot: plan.snapshot } : {}), host: plan.host });
-      snapshotId = res.restored.at(-1)?.snapshotId ?? '';
-      files = res.restored.length;
-    }
-    const now = new Date().toISOString();
-    await recordRecoveredHost(env, name, { host: plan.host, phase: 'Succeeded', snapshotId, completionTime: now, files, bytes },
-      { snapshotId, stats: { files, bytes, durationSeconds: (Date.now() - started) / 1000 } });
-    await event(env, ref, 'Normal', 'RecoverySucceeded', `host ${plan.host}: restored snapshot ${snapshotId.slice(0, 8)} (${files} files, ${bytes} bytes)`, 'Recover');
-    await reportMetrics(env, 'recovery', name, recoveryRegistry({
-      namespace: env.namespace, recovery: name, target: targetLabel, success: true, durationSeconds: (Date.now() - started) / 1000,
-      filesRestored: files, bytesRestored: bytes, finishedAt: new Date(),
-    }));
-    ctx.out.info(`restored snapshot ${snapshotId.slice(0, 8)} for Recovery ${env.namespace}/${name} (host ${plan.host})`);
-    ctx.out.result('recover', { recovery: name, namespace: env.namespace, host: plan.host, snapshotId, files, bytes });
-  } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    try {
-      await recordRecoveredHost(env, name, { host: plan.host, phase: 'Failed', completionTime: new Date().toISOString(), error: message }, {});
-    } catch (patchErr) {
-      env.log.warn({ err: (patchErr as Error).message }, 'could not record the failed recovery in the Recovery status');
-    }
-    await event(env, ref, 'Warning', 'RecoveryFailed', `host ${plan.host}: ${message}`, 'Recover');
-    await reportMetrics(env, 'recovery', name, recoveryRegistry({
-      namespace: env.namespace, recovery: name, target: targetLabel, success: false, durationSeconds: (Date.now() - started) / 1000,
-    }));
-    throw err;
-  }
+  await pushMetricsText(text, { url: metrics.pushgatewayUrl, namespace: settings.namespace, name: settings.backup, kind: 'backup' });
+  ctx.out.info(`pushed ${file} to the Pushgateway at ${metrics.pushgatewayUrl}; the status was reported by the backup step`);
+  ctx.out.result('update-repo-status', { backup: settings.backup, namespace: settings.namespace, pushed: true, file });
 }
 
 export async function runInCluster(command: Command, p: Parsed, ctx: ClusterContext): Promise<void> {
-  const env = await clusterEnv(p, ctx);
   switch (command) {
-    case 'init': {
-      const b = await read<Backup>(env, backupSchema, 'Backup', API_VERSION, env.namespace, backupName(p), 'check --backup-name and $NAMESPACE');
-      const ref = { namespace: b.spec.repository.namespace ?? env.namespace, name: b.spec.repository.name };
-      const { restic } = await openRepository(env, ref);
-      const existed = await restic.exists();
-      if (!existed) await restic.init();
-      ctx.out.info(existed ? `repository of Repository ${ref.namespace}/${ref.name} already exists` : `created the repository of Repository ${ref.namespace}/${ref.name}`);
-      ctx.out.result('init', { repository: ref, created: !existed });
-      return;
-    }
-    case 'backup':
-      return runBackup(p, ctx, env);
     case 'recover':
-      return runRecover(p, ctx, env);
-    case 'update-repo-status': {
-      const b = await read<Backup>(env, backupSchema, 'Backup', API_VERSION, env.namespace, backupName(p), 'check --backup-name and $NAMESPACE');
-      const ref = { namespace: b.spec.repository.namespace ?? env.namespace, name: b.spec.repository.name };
-      const { repository, restic } = await openRepository(env, ref);
-      const status = await refreshRepositoryStatus(env, repository, restic);
-      ctx.out.info(`Repository ${ref.namespace}/${ref.name}: ${String(status.snapshotCount)} snapshot(s), ${String(status.totalSize)} bytes`);
-      ctx.out.result('update-repo-status', { repository: ref, status });
-      return;
-    }
-    case 'update-recovery-status': {
-      const name = required(p, 'recovery-name', 'the Recovery to report on');
-      const r = await read<Recovery>(env, recoverySchema, 'Recovery', API_VERSION, env.namespace, name, 'check --recovery-name and $NAMESPACE');
-      // The recovery itself records its result (stash recover); this command reports what it recorded.
-      ctx.out.info(`Recovery ${env.namespace}/${name}: ${(r.status?.recoveredHosts ?? []).map((h) => `${h.host} ${h.phase}`).join(', ') || 'nothing recorded yet'}`);
-      ctx.out.result('update-recovery-status', { recovery: name, recoveredHosts: r.status?.recoveredHosts ?? [] });
-      return;
-    }
+    case 'update-recovery-status':
+      return runRecoveryCommand(command, p, ctx);
+    case 'init':
+      return runInit(ctx, agentSettings(ctx.io.env, str(p, 'backup-name')));
+    case 'backup':
+      return runBackup(p, ctx, agentSettings(ctx.io.env, str(p, 'backup-name')));
+    case 'update-repo-status':
+      return runUpdateRepoStatus(p, ctx, agentSettings(ctx.io.env, str(p, 'backup-name')));
     default:
-      throw new UsageError(`this command has no in-cluster mode; use --repo and --password-file`);
+      throw new UsageError('this command has no in-cluster mode; use --repo and --password-file');
   }
 }

@@ -22,8 +22,14 @@ function defaultIo(): CliIo {
   return { stdout: process.stdout, stderr: process.stderr, env: process.env };
 }
 
-function inCluster(p: Parsed): boolean {
-  return p.values['backup-name'] !== undefined || p.values['recovery-name'] !== undefined;
+/**
+ * In-cluster when --backup-name / --recovery-name is given, or when a pod spec gave the agent its
+ * Backup ($BACKUP_NAME with $STASH_FUNCTIONS_URL) and no --repo (a database template's
+ * `command: [backup]` passes no flags).
+ */
+function inCluster(p: Parsed, env: CliIo['env']): boolean {
+  if (p.values['backup-name'] !== undefined || p.values['recovery-name'] !== undefined) return true;
+  return p.values.repo === undefined && Boolean(env.BACKUP_NAME?.trim()) && Boolean(env.STASH_FUNCTIONS_URL?.trim());
 }
 
 export async function main(argv: readonly string[], options: MainOptions = {}): Promise<number> {
@@ -46,10 +52,10 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
       return 0;
     }
     // Logs go to stderr (stdout carries results); quiet for people unless STASH_LOG_LEVEL says otherwise.
-    const logger = options.logger ?? pino({ level: io.env.STASH_LOG_LEVEL ?? (inCluster(parsed) ? 'info' : 'warn') }, pino.destination(2));
+    const logger = options.logger ?? pino({ level: io.env.STASH_LOG_LEVEL ?? (inCluster(parsed, io.env) ? 'info' : 'warn') }, pino.destination(2));
     const out = createOutput(io, json);
     const signal = options.signal ?? new AbortController().signal;
-    if (inCluster(parsed)) {
+    if (inCluster(parsed, io.env)) {
       if (parsed.values.repo !== undefined) throw new UsageError(`give either --repo (standalone) or --backup-name/--recovery-name (in a cluster), not both`);
       await runInCluster(command, parsed, { io, out, logger, signal });
     } else {

@@ -22,6 +22,8 @@ export interface Output {
   /** A human line (stdout); ignored in JSON mode. */
   info(text: string): void;
   result(command: string, data: Record<string, unknown>): void;
+  /** Something that happened in a long-running command (a sidecar's run): a JSON line, or a human line. */
+  event(type: string, data: Record<string, unknown>): void;
   endProgress(): void;
 }
 
@@ -39,6 +41,11 @@ export function createOutput(io: CliIo, json: boolean): Output {
     result(command, data) {
       printer.done();
       if (json) io.stdout.write(`${JSON.stringify({ type: 'result', command, ok: true, ...data })}\n`);
+    },
+    event(type, data) {
+      printer.done();
+      if (json) io.stdout.write(`${JSON.stringify({ type, ...data })}\n`);
+      else io.stdout.write(`${type}: ${Object.entries(data).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ')}\n`);
     },
     endProgress() {
       printer.done();

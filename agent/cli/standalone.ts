@@ -12,6 +12,8 @@ import type { ResticTarget } from '../restic/target.ts';
 import { forgetArgs } from '../retention/retention.ts';
 import type { RetentionPolicy } from '../../shared/api/common.ts';
 import { backupDirectories, recoverDirectories } from '../volume/volume.ts';
+import { backupDatabase, connectionFromFlags, recoverDatabase } from '../db/index.ts';
+import type { DatabaseFlags } from '../db/index.ts';
 import { UsageError, bool, count, list, required, str } from './args.ts';
 import type { Command, Parsed } from './args.ts';
 import type { CliIo, Output } from './output.ts';
@@ -34,6 +36,25 @@ async function driverFor(p: Parsed, ctx: StandaloneContext): Promise<ResticDrive
   const target: ResticTarget = { repository: repo, env: { RESTIC_PASSWORD_FILE: passwordFile }, args: [], files: [] };
   const cacheDir = str(p, 'cache-dir');
   return createRestic(target, { logger: ctx.logger, ...(cacheDir ? { cacheDir } : {}) });
+}
+
+/** --db-* flags as agent/db takes them; the password from --db-password-file or the env named by --db-password-env (default DB_PASSWORD). */
+function databaseFlags(p: Parsed): DatabaseFlags {
+  const portText = str(p, 'db-port');
+  if (portText !== undefined && !/^\d+$/.test(portText)) throw new UsageError(`--db-port must be a TCP port number, got "${portText}"`);
+  const user = str(p, 'db-user');
+  const passwordFile = str(p, 'db-password-file');
+  const passwordEnv = str(p, 'db-password-env');
+  if (passwordFile && passwordEnv) throw new UsageError('give --db-password-file or --db-password-env, not both');
+  return {
+    type: required(p, 'db-type', 'postgres, mariadb, mysql or redis (or an AppBinding type such as kubedb.com/postgres)'),
+    host: required(p, 'db-host', 'the database server\'s host name or IP'),
+    ...(portText !== undefined ? { port: Number(portText) } : {}),
+    ...(user ? { user } : {}),
+    ...(passwordFile ? { passwordFile } : {}),
+    ...(passwordEnv ? { passwordEnv } : {}),
+    databases: list(p, 'database'),
+  };
 }
 
 const keepFlagKeys = [
@@ -59,6 +80,16 @@ export async function runStandalone(command: Command, p: Parsed, ctx: Standalone
       return;
     }
     case 'backup': {
+      if (str(p, 'db-type') !== undefined) {
+        if (p.positionals.length > 0) throw new UsageError(`a database backup takes no PATH ("${p.positionals[0]}"); name databases with --database`);
+        const conn = connectionFromFlags(databaseFlags(p), ctx.io.env);
+        const restic = await driverFor(p, ctx);
+        const result = await backupDatabase(restic, conn, { host: str(p, 'host') ?? 'host-0', tags: list(p, 'tag'), signal: ctx.signal });
+        const snapshots = result.snapshots.map((s) => ({ snapshotId: s.summary.snapshotId, database: s.database, databases: s.databases, dataAdded: s.summary.dataAdded }));
+        for (const s of snapshots) out.info(`snapshot ${s.snapshotId.slice(0, 8)} saved for ${s.database ? `database ${s.database}` : `the ${result.engine} server`}: ${s.dataAdded} bytes added`);
+        out.result('backup', { engine: result.engine, snapshotId: snapshots.at(-1)?.snapshotId, snapshots });
+        return;
+      }
       if (p.positionals.length === 0) throw new UsageError('give at least one PATH to back up');
       const restic = await driverFor(p, ctx);
       const summary = await backupDirectories(restic, {
@@ -75,6 +106,19 @@ export async function runStandalone(command: Command, p: Parsed, ctx: Standalone
       return;
     }
     case 'recover': {
+      if (str(p, 'db-type') !== undefined) {
+        const conn = connectionFromFlags(databaseFlags(p), ctx.io.env);
+        const restic = await driverFor(p, ctx);
+        const snapshot = str(p, 'snapshot');
+        const host = str(p, 'host');
+        const tags = list(p, 'tag');
+        const result = await recoverDatabase(restic, conn, {
+          ...(snapshot && snapshot !== 'latest' ? { snapshot } : {}), ...(host ? { host } : {}), ...(tags.length > 0 ? { tags } : {}),
+        });
+        out.info(`restored ${result.restored.map((r) => `${r.snapshotId.slice(0, 8)}${r.database ? ` (${r.database})` : ''}`).join(', ')} into the ${result.engine} server at ${conn.host}:${conn.port}`);
+        out.result('recover', { engine: result.engine, restored: result.restored, verified: result.verified });
+        return;
+      }
       const restic = await driverFor(p, ctx);
       const targetDir = required(p, 'target', 'the directory to restore into');
       const from = str(p, 'from');

@@ -1,14 +1,14 @@
-// The agent's client of handle-trigger's agent protocol (functions/handle-trigger/protocol.ts).
+// The agent's client of handle-trigger's agent protocol (shared/agent-protocol.ts).
 // Every call presents the pod's projected ServiceAccount token (audience `stash`), read from its
 // file at each call because the kubelet rotates it.
 import { readFile } from 'node:fs/promises';
 import type { z } from 'zod';
 import {
   AGENT_PATHS, claimedRun, errorAnswer, renewAnswer, reportAnswer,
-} from '../../functions/handle-trigger/protocol.ts';
-import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from '../../functions/handle-trigger/protocol.ts';
+} from '../../shared/agent-protocol.ts';
+import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from '../../shared/agent-protocol.ts';
 
-export type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest, RunOutcome } from '../../functions/handle-trigger/protocol.ts';
+export type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest, RunOutcome } from '../../shared/agent-protocol.ts';
 
 /** A call to handle-trigger failed (refused, unreachable, or an answer that makes no sense). */
 export class FunctionsCallError extends Error {

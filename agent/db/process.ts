@@ -1,15 +1,11 @@
 /**
  * Process plumbing for the database plans: finding tools, checking that a server answers, running
- * small client queries, and handing a dump command with secret env to restic.
+ * small client queries.
  */
 import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
 import { DatabaseQueryError, DatabaseToolNotFoundError, DatabaseUnreachableError } from './errors.ts';
 import type { DatabaseConnection, ToolCommand } from './types.ts';
 
@@ -88,38 +84,4 @@ export async function runQuery(cmd: ToolCommand, what: string, secrets: readonly
     child.stdin.on('error', () => undefined);
     child.stdin.end(input ?? '');
   });
-}
-
-const WITH_ENV = fileURLToPath(new URL('./with-env.ts', import.meta.url));
-
-/**
- * The argv restic should run for `cmd`: the command itself when it needs no environment, otherwise
- * `node with-env.ts <file> -- cmd...` with the environment in a 0600 file inside a private 0700
- * directory (deleted by the wrapper on start and by `cleanup`).
- */
-export async function commandForRestic(cmd: ToolCommand): Promise<{ argv: string[]; cleanup: () => Promise<void> }> {
-  if (Object.keys(cmd.env).length === 0) return { argv: [...cmd.command], cleanup: () => Promise.resolve() };
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'stash-db-env-'));
-  const file = path.join(dir, 'env.json');
-  await writeFile(file, JSON.stringify(cmd.env), { mode: 0o600 });
-  return {
-    argv: [process.execPath, WITH_ENV, file, '--', ...cmd.command],
-    cleanup: () => rm(dir, { recursive: true, force: true }),
-  };
-}
-
-/**
- * Stops consuming a `restic dump` whose data is no longer wanted: reads and discards the rest and
- * waits for restic to exit. (Destroying the stream would leave restic blocked on a full pipe: the
- * driver's Restic.dump offers no cancel.) Never rejects.
- */
-export async function discardDump(source: { readonly stdout: Readable; readonly done: Promise<void> }): Promise<void> {
-  if (!source.stdout.readableEnded && !source.stdout.destroyed) {
-    source.stdout.removeAllListeners('data');
-    source.stdout.unpipe();
-    source.stdout.on('data', () => undefined);
-    source.stdout.on('error', () => undefined);
-    source.stdout.resume();
-  }
-  await source.done.catch(() => undefined);
 }

@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
 import { DatabaseConfigError, DatabaseRecoveryError } from './errors.ts';
-import { address, discardDump, redact, runQuery } from './process.ts';
+import { address, redact, runQuery } from './process.ts';
 import type { DatabaseConnection, DumpStep, ToolCommand, ToolNames } from './types.ts';
 
 export const REDIS_TOOLS: ToolNames = { dump: 'redis-cli', restore: 'redis-cli', client: 'redis-cli' };
@@ -263,7 +263,10 @@ export async function restoreRdb(conn: DatabaseConnection, source: { readonly st
     if (keepalive) clearInterval(keepalive);
     if (attached) await run(['REPLICAOF', 'NO', 'ONE'], 'REPLICAOF NO ONE').catch(() => undefined);
     socketRef?.destroy();
-    await discardDump(source);
+    // The driver kills restic when its stream is destroyed before the end.
+    source.stdout.on('error', () => undefined);
+    if (!source.stdout.destroyed) source.stdout.destroy();
+    await source.done.catch(() => undefined);
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 }

@@ -14,7 +14,7 @@ import type { BackupOptions, Restic, SnapshotInfo } from '../restic/types.ts';
 import { DatabaseBackupError, DatabaseError, DatabaseQueryError, DatabaseRecoveryError } from './errors.ts';
 import * as mariadb from './mariadb.ts';
 import * as postgres from './postgres.ts';
-import { address, checkReachable, commandForRestic, discardDump, findTool, redact, runQuery } from './process.ts';
+import { address, checkReachable, findTool, redact, runQuery } from './process.ts';
 import * as redis from './redis.ts';
 import { ENGINES } from './registry.ts';
 import type { DatabaseBackupResult, DatabaseConnection, DatabaseRecoveryResult, DumpStep, ToolCommand, ToolNames } from './types.ts';
@@ -99,20 +99,19 @@ export async function backupDatabase(restic: Restic, conn: DatabaseConnection, o
 
   const snapshots: { database: string | undefined; databases: string[]; summary: Awaited<ReturnType<Restic['backupCommand']>> }[] = [];
   for (const step of steps) {
-    const { argv, cleanup } = await commandForRestic(step.dump);
     try {
-      const summary = await restic.backupCommand(argv, {
+      // The tool's environment (passwords) reaches it through restic's per-command env, never argv.
+      const summary = await restic.backupCommand(step.dump.command, {
         ...options,
         tags: [...options.tags, ...step.tags],
         filename: step.filename,
+        env: step.dump.env,
       });
       snapshots.push({ database: step.database, databases: step.tags.filter((t) => t.startsWith('stash.db=')).map((t) => t.slice(9)), summary });
     } catch (err) {
       if (err instanceof DatabaseError) throw err;
       const message = err instanceof Error ? err.message : String(err);
       throw new DatabaseBackupError(`backing up ${step.database ? `database "${step.database}" of ` : ''}the ${conn.engine} server at ${address(conn)} with ${step.dump.command[0] ?? ''} failed, so restic recorded no snapshot for it: ${redact(message, [conn.password])}`, { cause: err });
-    } finally {
-      await cleanup();
     }
   }
   return { engine: conn.engine, snapshots };
@@ -179,7 +178,12 @@ export async function pipeIntoTool(source: { readonly stdout: Readable; readonly
   void exited.then(() => {
     toolGone = true;
     readable.unpipe(child.stdin);
-    if (!source.stdout.readableEnded) discarded = discardDump(source);
+    if (!source.stdout.readableEnded) {
+      // The driver kills restic when its stream is destroyed early.
+      source.stdout.on('error', () => undefined);
+      source.stdout.destroy();
+      discarded = source.done.catch(() => undefined);
+    }
   });
 
   let resticError: unknown;

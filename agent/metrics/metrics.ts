@@ -144,6 +144,34 @@ export async function pushMetrics(registry: Registry, target: PushTarget): Promi
   }
 }
 
+/**
+ * Pushes exposition text as it is (e.g. the metrics file a backup step wrote) under the same
+ * grouping key as pushMetrics, with POST (only the metric names in the text are replaced).
+ */
+export async function pushMetricsText(text: string, target: PushTarget): Promise<void> {
+  for (const [what, value] of [['namespace', target.namespace], [target.kind, target.name]] as const) {
+    if (!value) throw new MetricsError(`pushing metrics needs a non-empty ${what} for the Pushgateway grouping key`);
+  }
+  const base = target.url.replace(/\/+$/, '');
+  const url = `${base}/metrics/job/${encodeURIComponent(target.job ?? 'stash')}/namespace/${encodeURIComponent(target.namespace)}/${target.kind}/${encodeURIComponent(target.name)}`;
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain; version=0.0.4' },
+      body: text.endsWith('\n') ? text : `${text}\n`,
+      signal: AbortSignal.timeout(target.timeoutMs ?? 10_000),
+    });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err instanceof Error ? err.message : String(err));
+    throw new MetricsError(`pushing metrics to the Pushgateway at ${target.url} failed (${cause}); check --pushgateway-url and that the Pushgateway is reachable`, { cause: err });
+  }
+  if (!response.ok) {
+    const body = (await response.text()).slice(0, 300);
+    throw new MetricsError(`the Pushgateway at ${target.url} refused the metrics (HTTP ${response.status}: ${body}); check --pushgateway-url and the metrics file`);
+  }
+}
+
 export interface Sample {
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;

@@ -129,9 +129,7 @@ export function classifyFailure(input: FailureInput): ResticError {
     return new SnapshotNotFoundError(`${where} failed: no such snapshot; list them with \`stash snapshots\``, exitCode, detail);
   }
   if (credentials.test(detail)) {
-    return new BackendCredentialsError(
-      `${where} failed: the storage backend rejected the credentials; check the keys in the storage Secret (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY) and their permissions on the bucket`,
-      exitCode, detail);
+    return credentialsError(where, repository, exitCode, detail);
   }
   if (unreachable.test(detail)) {
     return new RepositoryUnreachableError(
@@ -153,4 +151,83 @@ export function redact(text: string, secrets: readonly string[]): string {
     if (s.length >= 4) out = out.split(s).join('[redacted]');
   }
   return out;
+}
+
+/** The kind of storage backend a restic repository string points at. */
+export type BackendKind = 'local' | 's3' | 'gcs' | 'azure' | 'b2' | 'swift' | 'sftp' | 'rest' | 'rclone';
+
+/** `s3:http://...` -> s3, `/srv/repo` -> local (restic's own prefixes). */
+export function backendKindOf(repository: string): BackendKind {
+  const m = /^([a-z0-9]+):/.exec(repository);
+  switch (m?.[1]) {
+    case 's3': return 's3';
+    case 'gs': return 'gcs';
+    case 'azure': return 'azure';
+    case 'b2': return 'b2';
+    case 'swift': return 'swift';
+    case 'sftp': return 'sftp';
+    case 'rest': return 'rest';
+    case 'rclone': return 'rclone';
+    default: return 'local';
+  }
+}
+
+/** What to check, per backend, when the backend refuses the credentials (keys of the storage Secret). */
+export function credentialsHint(kind: BackendKind): string {
+  switch (kind) {
+    case 's3': return 'check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the storage Secret, that the key is active, and its permissions on the bucket';
+    case 'gcs': return 'check GOOGLE_SERVICE_ACCOUNT_JSON_KEY and GOOGLE_PROJECT_ID in the storage Secret and the service account\'s roles on the bucket';
+    case 'azure': return 'check AZURE_ACCOUNT_NAME and AZURE_ACCOUNT_KEY (or AZURE_ACCOUNT_SAS, which must allow creating and listing blobs) in the storage Secret, and that the container exists or the key may create it';
+    case 'b2': return 'check B2_ACCOUNT_ID and B2_ACCOUNT_KEY in the storage Secret and that the application key may access the bucket';
+    case 'swift': return 'check the OS_* (or ST_*) credentials in the storage Secret and the user\'s rights on the container';
+    case 'sftp': return 'check SSH_PRIVATE_KEY in the storage Secret and that the server accepts it for the user in the repository URL';
+    case 'rest': return 'check REST_SERVER_USERNAME and REST_SERVER_PASSWORD in the storage Secret (the rest-server\'s htpasswd user)';
+    case 'rclone': return 'check the rclone remote\'s credentials';
+    case 'local': return 'check that the agent may read and write the repository directory';
+  }
+}
+
+function credentialsError(where: string, repository: string, exitCode: number | undefined, detail: string): BackendCredentialsError {
+  return new BackendCredentialsError(`${where} failed: the storage backend rejected the credentials; ${credentialsHint(backendKindOf(repository))}`, exitCode, detail);
+}
+
+/** A backend error restic is retrying ("<op> returned error, retrying after <d>: <error>"). */
+export interface BackendRetry {
+  /** restic's error text (the part after "retrying after <d>:"). */
+  readonly error: string;
+  /** True when the backend refused the credentials or access: retrying cannot help. */
+  readonly fatal: boolean;
+}
+
+const retryLine = /returned error, retrying after [^:]*:\s*(.*)$/;
+const fatalRetry = new RegExp(
+  `${credentials.source}|ContainerNotFound|request signature we calculated does not match|Access Key Id you provided does not exist`, 'i');
+
+/** Recognises one of restic's retry reports on stderr (plain text or a JSON message line). */
+export function parseRetryLine(line: string): BackendRetry | undefined {
+  let text = line.trim();
+  if (text.startsWith('{')) {
+    try {
+      const m = JSON.parse(text) as { message?: unknown; error?: { message?: unknown } };
+      text = typeof m.error?.message === 'string' ? m.error.message : typeof m.message === 'string' ? m.message : text;
+    } catch {
+      // not JSON after all: use the line as it is
+    }
+  }
+  const m = retryLine.exec(text);
+  if (!m) return undefined;
+  const error = (m[1] ?? '').trim();
+  return { error, fatal: fatalRetry.test(error) };
+}
+
+/** The error to stop restic with when a retry says the credentials were refused. */
+export function retryCredentialsError(operation: string, repository: string, retry: BackendRetry): BackendCredentialsError {
+  return credentialsError(`restic ${operation} on repository ${repository}`, repository, undefined, retry.error);
+}
+
+/** The error to stop restic with when the backend kept failing for the whole retry window. */
+export function retryWindowError(operation: string, repository: string, windowMs: number, retry: BackendRetry): RepositoryUnreachableError {
+  return new RepositoryUnreachableError(
+    `restic ${operation} on repository ${repository} failed: the storage backend kept failing for ${Math.round(windowMs / 1000)}s of retries (last error: ${retry.error.slice(0, 300)}); check the endpoint, network and the backend's health`,
+    undefined, retry.error);
 }

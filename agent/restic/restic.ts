@@ -22,7 +22,8 @@ import type { Logger } from 'pino';
 import type { ResticTarget } from './target.ts';
 import type { BackupOptions, BackupSummary, Restic, ResticProgress } from './types.ts';
 import {
-  classifyFailure, redact, IncompleteBackupError, RepositoryLockedError, RepositoryNotFoundError, ResticError, ResticNotFoundError,
+  classifyFailure, parseRetryLine, redact, retryCredentialsError, retryWindowError,
+  IncompleteBackupError, RepositoryLockedError, RepositoryNotFoundError, ResticError, ResticNotFoundError,
 } from './errors.ts';
 import {
   parseForget, parseLine, parseSnapshots, parseStats, splitStderr, toBackupSummary, toCheckSummary, toProgress, toRestoreSummary,
@@ -39,6 +40,13 @@ export interface ResticOptions {
   readonly cacheDir?: string;
   /** Progress lines per second restic prints (RESTIC_PROGRESS_FPS); default 2. */
   readonly progressFps?: number;
+  /**
+   * restic retries a failing backend for up to 15 minutes. When set, restic is stopped (and the
+   * operation fails with RepositoryUnreachableError) once it has been retrying for this long.
+   * Retries whose error says the credentials or access were refused stop restic at once
+   * (BackendCredentialsError) whatever this is.
+   */
+  readonly backendRetryWindowMs?: number;
 }
 
 export interface SnapshotFilter {
@@ -95,6 +103,8 @@ interface RunSpec {
   readonly signal?: AbortSignal | undefined;
   /** Exit codes that are not failures. */
   readonly okCodes?: readonly number[];
+  /** Extra environment for restic's child command (backupCommand's `env`); redacted from errors. */
+  readonly commandEnv?: Readonly<Record<string, string>> | undefined;
 }
 
 interface RunResult {
@@ -111,6 +121,49 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
   const log = options.logger;
   const secrets = Object.entries(target.env).filter(([k]) => secretKey.test(k)).map(([, v]) => v);
   const clean = (text: string): string => redact(text, secrets);
+
+  /**
+   * Watches restic's stderr for backend retries: a retry refused for credentials stops restic at
+   * once; retries lasting longer than backendRetryWindowMs stop it too. `stop` gets the error to
+   * fail with (the caller kills restic). Returns the chunk handler and a dispose function.
+   */
+  function retryWatcher(operation: string, stop: (error: ResticError) => void): { onChunk: (chunk: string) => void; dispose: () => void } {
+    let pending = '';
+    let windowTimer: NodeJS.Timeout | undefined;
+    let last: { error: string; fatal: boolean } | undefined;
+    let stopped = false;
+    const halt = (error: ResticError): void => {
+      if (stopped) return;
+      stopped = true;
+      if (windowTimer) clearTimeout(windowTimer);
+      log?.warn({ operation, error: error.name }, 'stopping restic: its backend retries cannot succeed');
+      stop(error);
+    };
+    return {
+      onChunk(chunk) {
+        pending += chunk;
+        let nl: number;
+        while ((nl = pending.indexOf('\n')) >= 0) {
+          const line = clean(pending.slice(0, nl));
+          pending = pending.slice(nl + 1);
+          const retry = parseRetryLine(line);
+          if (!retry) continue;
+          last = retry;
+          log?.info({ operation, error: retry.error.slice(0, 300) }, 'restic is retrying a backend error');
+          if (retry.fatal) {
+            halt(retryCredentialsError(operation, target.repository, retry));
+          } else if (options.backendRetryWindowMs !== undefined && windowTimer === undefined) {
+            const windowMs = options.backendRetryWindowMs;
+            windowTimer = setTimeout(() => { if (last) halt(retryWindowError(operation, target.repository, windowMs, last)); }, windowMs);
+          }
+        }
+        if (pending.length > 64_000) pending = pending.slice(-64_000);
+      },
+      dispose() {
+        if (windowTimer) clearTimeout(windowTimer);
+      },
+    };
+  }
 
   /** Writes target.files into a fresh 0700 directory; returns extra env/args and a cleanup. */
   async function prepare(): Promise<{ env: Record<string, string>; args: string[]; cleanup: () => Promise<void> }> {
@@ -134,10 +187,11 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
     return { env, args, cleanup: () => rm(dir, { recursive: true, force: true }) };
   }
 
-  function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  function childEnv(extra: Record<string, string>, commandEnv: Readonly<Record<string, string>> = {}): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {};
     // restic reads RESTIC_* from the environment: only the target decides those.
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('RESTIC_')) env[k] = v;
+    for (const [k, v] of Object.entries(commandEnv)) if (!k.startsWith('RESTIC_')) env[k] = v;
     Object.assign(env, target.env, extra);
     env.RESTIC_PROGRESS_FPS = String(options.progressFps ?? 2);
     return env;
@@ -156,15 +210,22 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
     log?.debug({ operation: spec.operation, argv }, 'running restic');
     try {
       return await new Promise<RunResult>((resolve, reject) => {
-        const child = spawn(binary, argv, { env: childEnv(prep.env), stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(binary, argv, { env: childEnv(prep.env, spec.commandEnv), stdio: ['ignore', 'pipe', 'pipe'] });
+        const cleanRun = (text: string): string => redact(clean(text), Object.values(spec.commandEnv ?? {}));
         let stdout = '';
         let pending = '';
         let stderr = '';
         let killTimer: NodeJS.Timeout | undefined;
-        const onAbort = (): void => {
+        let stoppedWith: ResticError | undefined;
+        const terminate = (): void => {
           child.kill('SIGTERM');
-          killTimer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+          killTimer ??= setTimeout(() => child.kill('SIGKILL'), 10_000);
         };
+        const onAbort = (): void => terminate();
+        const watcher = retryWatcher(spec.operation, (error) => {
+          stoppedWith = error;
+          terminate();
+        });
         spec.signal?.addEventListener('abort', onAbort, { once: true });
         child.stdout.setEncoding('utf8');
         child.stderr.setEncoding('utf8');
@@ -183,8 +244,10 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
         child.stderr.on('data', (chunk: string) => {
           // Keep the tail only: a long-running dump command may write a lot.
           stderr = (stderr + chunk).slice(-64_000);
+          watcher.onChunk(chunk);
         });
         child.on('error', (err: NodeJS.ErrnoException) => {
+          watcher.dispose();
           spec.signal?.removeEventListener('abort', onAbort);
           if (err.code === 'ENOENT') {
             reject(new ResticNotFoundError(`restic binary "${binary}" was not found; install restic 0.19 or set $STASH_RESTIC to its path`, undefined, err.message));
@@ -193,18 +256,23 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
           }
         });
         child.on('close', (code, signal) => {
+          watcher.dispose();
           spec.signal?.removeEventListener('abort', onAbort);
           if (killTimer) clearTimeout(killTimer);
+          if (stoppedWith && !spec.signal?.aborted) {
+            reject(stoppedWith);
+            return;
+          }
           if (pending && spec.onMessage) {
             const m = parseLine(pending);
             if (m) spec.onMessage(m);
           }
           const exitCode = code ?? -1;
           if (signal === null && (exitCode === 0 || spec.okCodes?.includes(exitCode))) {
-            resolve({ exitCode, stdout, stderr: clean(stderr) });
+            resolve({ exitCode, stdout, stderr: cleanRun(stderr) });
             return;
           }
-          const parts = splitStderr(clean(stderr));
+          const parts = splitStderr(cleanRun(stderr));
           const err = classifyFailure({
             operation: spec.operation,
             repository: target.repository,
@@ -268,7 +336,7 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
     return a;
   }
 
-  async function backup(operation: string, args: string[], o: BackupOptions): Promise<BackupSummary> {
+  async function backup(operation: string, args: string[], o: BackupOptions, commandEnv?: Readonly<Record<string, string>>): Promise<BackupSummary> {
     let summary: BackupSummary | undefined;
     const onMessage = (m: Record<string, unknown>): void => {
       const p = toProgress(m);
@@ -277,7 +345,7 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
     };
     const r = await withStaleLockRetry(operation, () => {
       summary = undefined;
-      return run({ operation, args, onMessage, signal: o.signal, okCodes: [3] });
+      return run({ operation, args, onMessage, signal: o.signal, okCodes: [3], commandEnv });
     });
     if (r.exitCode === 3) {
       const parts = splitStderr(r.stderr);
@@ -322,7 +390,7 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
     async backupCommand(command, o) {
       if (command.length === 0) throw new ResticError('backupCommand needs a command', undefined, '');
       if (!o.filename || o.filename.includes('/')) throw new ResticError(`backupCommand filename "${o.filename}" must be a plain file name`, undefined, '');
-      return backup('backup --stdin-from-command', [...backupArgs(o), '--stdin-filename', o.filename, '--stdin-from-command', '--', ...command], o);
+      return backup('backup --stdin-from-command', [...backupArgs(o), '--stdin-filename', o.filename, '--stdin-from-command', '--', ...command], o, o.env);
     },
 
     dump(snapshot: string, file: string): { stdout: Readable; done: Promise<void> } {
@@ -399,18 +467,39 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
     },
   };
 
-  /** `restic dump` into a stream; target.files are written before restic starts. */
+  /**
+   * `restic dump` into a stream; target.files are written before restic starts. When the caller
+   * destroys the stream before its end, restic is killed and `done` resolves (the caller chose
+   * to stop reading); any other failure of restic rejects `done` and destroys the stream.
+   */
   function dumpToStream(snapshot: string, file: string): { stdout: Readable; done: Promise<void> } {
     const pass = new PassThrough();
+    let child: ReturnType<typeof spawn> | undefined;
+    let abandoned = false;
+    pass.on('close', () => {
+      // A normal end (restic closed its stdout) finishes the writable side first; anything else
+      // is the consumer destroying the stream early.
+      if (pass.writableFinished) return;
+      if (child && child.exitCode === null && child.signalCode === null) {
+        abandoned = true;
+        child.kill('SIGTERM');
+        setTimeout(() => { if (child?.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); }, 10_000).unref();
+      } else if (!child) {
+        abandoned = true;
+      }
+    });
     const done = (async () => {
       const prep = await prepare();
       try {
+        if (abandoned) return;
         const argv = [...baseArgs(prep.args), 'dump', '--', snapshot, file];
         log?.debug({ operation: 'dump', argv }, 'running restic');
-        const child = spawn(binary, argv, { env: childEnv(prep.env), stdio: ['ignore', 'pipe', 'pipe'] });
-        child.stdout.pipe(pass);
-        await finished(child, 'dump', snapshot);
+        const c = spawn(binary, argv, { env: childEnv(prep.env), stdio: ['ignore', 'pipe', 'pipe'] });
+        child = c;
+        c.stdout?.pipe(pass);
+        await finished(c, 'dump', snapshot);
       } catch (err) {
+        if (abandoned) return;
         pass.destroy(err as Error);
         throw err;
       } finally {
@@ -423,15 +512,23 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
   function finished(child: ReturnType<typeof spawn>, operation: string, snapshot: string): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let stderr = '';
+      let stoppedWith: ResticError | undefined;
+      const watcher = retryWatcher(snapshot ? `${operation} ${snapshot}` : operation, (error) => {
+        stoppedWith = error;
+        child.kill('SIGTERM');
+      });
       child.stderr?.setEncoding('utf8');
-      child.stderr?.on('data', (c: string) => { stderr = (stderr + c).slice(-64_000); });
+      child.stderr?.on('data', (c: string) => { stderr = (stderr + c).slice(-64_000); watcher.onChunk(c); });
       child.on('error', (err: NodeJS.ErrnoException) => {
+        watcher.dispose();
         reject(err.code === 'ENOENT'
           ? new ResticNotFoundError(`restic binary "${binary}" was not found; install restic 0.19 or set $STASH_RESTIC to its path`, undefined, err.message)
           : new ResticError(`could not start restic "${binary}": ${err.message}`, undefined, err.message));
       });
       child.on('close', (code, signal) => {
+        watcher.dispose();
         if (code === 0) return resolve();
+        if (stoppedWith) return reject(stoppedWith);
         const parts = splitStderr(clean(stderr));
         reject(classifyFailure({
           operation: snapshot ? `${operation} ${snapshot}` : operation, repository: target.repository,

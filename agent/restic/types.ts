@@ -54,7 +54,15 @@ export interface Restic {
    * Streams a command's stdout into a snapshot (`--stdin-from-command`): when the command exits
    * non-zero, restic records no snapshot and this rejects.
    */
-  backupCommand(command: readonly string[], options: BackupOptions & { readonly filename: string }): Promise<BackupSummary>;
+  backupCommand(command: readonly string[], options: BackupOptions & {
+    readonly filename: string;
+    /**
+     * Environment for the command only (e.g. PGPASSWORD): restic passes its environment to the
+     * command it starts, so these reach it without a file or an argument; they cannot override
+     * restic's own RESTIC_* settings or the target's variables, and are redacted from errors.
+     */
+    readonly env?: Readonly<Record<string, string>>;
+  }): Promise<BackupSummary>;
   /** Streams one file of a snapshot (`restic dump`); `done` rejects if restic fails. */
   dump(snapshot: string, file: string): { readonly stdout: Readable; readonly done: Promise<void> };
   snapshots(filter?: { readonly host?: string; readonly tags?: readonly string[] }): Promise<SnapshotInfo[]>;

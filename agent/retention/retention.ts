@@ -3,7 +3,7 @@
  * scoped so that forget only ever sees this Backup's own snapshots.
  *
  * Scope: `--tag <t1>,<t2>,...` (one flag, so a snapshot must carry *all* the Backup's identity
- * tags; see agent/volume/identity.ts) and, when given, `--host <host>` (the replica running the
+ * tags; see shared/snapshot-identity.ts) and, when given, `--host <host>` (the replica running the
  * backup forgets only its own snapshots). `--group-by host` makes every replica's snapshots one
  * group, so a change of targetDirectories (which changes the snapshot paths) does not start a new
  * group that would keep old-path snapshots forever, and each replica keeps its own N.

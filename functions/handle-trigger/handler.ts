@@ -10,7 +10,7 @@ import type { Backup, BackupTrigger, BackupTriggerStatus, Repository } from '../
 import {
   AlreadyExistsError, ConflictError, emitEvent, getObject, kubeCall, kubeTime, mergePatch, NotFoundError, patchStatus,
 } from '../../shared/kube/index.ts';
-import { identityTags } from '../../agent/volume/identity.ts';
+import { identityTags } from '../../shared/snapshot-identity.ts';
 import type { AgentIdentity } from './auth.ts';
 import { chainReaches, HttpError, jobRun, ownerChain, podHost, podNode } from './auth.ts';
 import {
@@ -18,7 +18,7 @@ import {
   leaseDecision, leaseName, nextRunStatus, renewDecision, reportHost, runEvent, setCondition, triggersToPrune,
 } from './plan.ts';
 import type { LeaseView, RunTiming, TargetFacts } from './plan.ts';
-import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from './protocol.ts';
+import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from '../../shared/agent-protocol.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/handle-trigger';
 export const CONTROLLER = 'stash.appscode.com/handle-trigger';

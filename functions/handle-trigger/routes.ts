@@ -1,6 +1,6 @@
 // The HTTP answers of handle-trigger that are not events: the agent protocol (claim, renew,
 // report) and the trigger endpoint for people and CI. JSON in, JSON out, status codes that mean
-// something to the caller (see protocol.ts).
+// something to the caller (see shared/agent-protocol.ts).
 import express from 'express';
 import type { NextFunction, Request, Response, Router } from 'express';
 import type { z } from 'zod';
@@ -9,7 +9,7 @@ import { KubeApiError } from '../../shared/kube/index.ts';
 import { authenticateAgent, authorizeTriggerCreation, HttpError } from './auth.ts';
 import { claim, createManualTrigger, renew, report } from './handler.ts';
 import type { HandlerConfig } from './handler.ts';
-import { AGENT_PATHS, claimRequest, describeIssues, renewRequest, reportRequest } from './protocol.ts';
+import { AGENT_PATHS, claimRequest, describeIssues, renewRequest, reportRequest } from '../../shared/agent-protocol.ts';
 
 export const TRIGGER_PATH = '/v1/namespaces/:namespace/backups/:name/trigger';
 
