@@ -15,7 +15,7 @@
  */
 import { spawn } from 'node:child_process';
 import { constants as osConstants } from 'node:os';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync, rmdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import type { V1Container, V1EnvVar, V1Pod, V1Volume } from '@kubernetes/client-node';
@@ -32,7 +32,7 @@ export interface RunContainerOptions {
   readonly cluster: Cluster;
   readonly pod: V1Pod;
   readonly containerName: string;
-  /** Where emptyDirs, Secret files and claim directories are made; removed afterwards except claims. */
+  /** Where emptyDirs, Secret files and claim directories are made (kept for the pod's next containers; the caller removes it). */
   readonly stateDir: string;
   /** claimName -> host directory backing that PersistentVolumeClaim. */
   readonly claims?: Readonly<Record<string, string>>;
@@ -224,12 +224,10 @@ export async function runContainer(options: RunContainerOptions): Promise<Contai
     if (!existsSync(source)) mkdirSync(source, { recursive: true });
     mounts.push({ source, target: mount.mountPath, readOnly: mount.readOnly === true });
   }
-  const created: string[] = [];
   const script: string[] = ['set -e'];
   mounts.forEach((m, i) => script.push(`mkdir -p ${shellQuote(`${staging}/${i}`)} && mount --bind ${shellQuote(m.source)} ${shellQuote(`${staging}/${i}`)}`));
   const ordered = mounts.map((m, i) => ({ ...m, i })).sort((a, b) => a.target.split('/').length - b.target.split('/').length);
   for (const m of ordered) {
-    for (let dir = m.target; dir !== '/' && !existsSync(dir) && !created.includes(dir); dir = path.dirname(dir)) created.push(dir);
     script.push(`mkdir -p ${shellQuote(m.target)} && mount --bind ${shellQuote(`${staging}/${m.i}`)} ${shellQuote(m.target)}`);
     if (m.readOnly) script.push(`mount -o remount,bind,ro ${shellQuote(m.target)}`);
   }
@@ -257,10 +255,9 @@ export async function runContainer(options: RunContainerOptions): Promise<Contai
       child.on('close', (code, signal) => resolve({ exitCode: code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : 1), stdout, stderr }));
     });
   } finally {
-    rmSync(path.join(options.stateDir, pod.metadata?.uid ?? 'pod'), { recursive: true, force: true });
+    // The pod's volumes (emptyDirs, Secret files) live as long as the pod, as with a kubelet: the
+    // next container of the same pod sees them; the caller removes stateDir. Mount points made on
+    // the host stay too: removing one would unmount it in every other running container's namespace.
     rmSync(staging, { recursive: true, force: true });
-    for (const dir of created.sort((a, b) => b.length - a.length)) {
-      try { rmdirSync(dir); } catch { /* not empty or already gone: leave it */ }
-    }
   }
 }
