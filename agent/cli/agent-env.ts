@@ -4,6 +4,7 @@
  * result becomes the protocol's outcome. No I/O here, so every case is unit-tested.
  */
 import path from 'node:path';
+import { SECRET_PATH, TOKEN_FILE } from '../../shared/agent-pod.ts';
 import type { ClaimedRun, RunOutcome } from '../../shared/agent-protocol.ts';
 import type { DatabaseFlags } from '../db/index.ts';
 import { identityFromTags } from '../volume/identity.ts';
@@ -11,9 +12,9 @@ import type { BackupSummary } from '../restic/types.ts';
 import { UsageError } from './args.ts';
 
 /** Where the storage Secret is mounted when STASH_REPOSITORY_SECRET_DIR is not set. */
-export const DEFAULT_SECRET_DIR = '/etc/stash/repository';
+export const DEFAULT_SECRET_DIR = SECRET_PATH;
 /** Where the projected token (audience stash) is mounted when STASH_TOKEN_FILE is not set. */
-export const DEFAULT_TOKEN_FILE = '/var/run/secrets/stash/token';
+export const DEFAULT_TOKEN_FILE = TOKEN_FILE;
 /**
  * A database Job's backup container writes its metrics here when no --metrics-dir is given: the
  * Job's shared emptyDir, where `update-repo-status --metrics-dir=/tmp/metrics.txt` reads them.

@@ -10,24 +10,19 @@ import type { V1Container, V1EnvVar, V1ObjectMeta, V1PodTemplateSpec, V1Security
 import { agentName } from '../../shared/api/index.ts';
 import type { AgentTemplate, Backup, Container, Repository } from '../../shared/api/index.ts';
 import type { ConditionInput } from '../../shared/kube/index.ts';
+import { agentReportingEnv, agentVolumeMounts, agentVolumes, LOCAL_REPOSITORY_VOLUME } from '../../shared/agent-pod.ts';
+export {
+  DEFAULT_FUNCTIONS_URL, LOCAL_REPOSITORY_VOLUME, SECRET_PATH, SECRET_VOLUME, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_EXPIRATION_SECONDS, TOKEN_PATH, TOKEN_VOLUME,
+} from '../../shared/agent-pod.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/inject-sidecar';
 export const FINALIZER = 'stash.appscode.com/inject-sidecar';
 /** On the Backup: `<kind>/<name>` of the workload the sidecar was applied to (found again after targetRef changes). */
 export const TARGET_ANNOTATION = 'stash.appscode.com/sidecar-target';
-export const DEFAULT_FUNCTIONS_URL = 'http://handle-trigger.stash-system.svc.cluster.local';
 
 /** Where the sidecar finds what Stash mounts. */
 export const TMP_VOLUME = 'stash-tmp';
 export const TMP_PATH = '/tmp';
-export const SECRET_VOLUME = 'stash-repository';
-export const SECRET_PATH = '/etc/stash/repository';
-export const TOKEN_VOLUME = 'stash-token';
-export const TOKEN_DIR = '/var/run/secrets/stash';
-export const TOKEN_PATH = 'token';
-export const TOKEN_AUDIENCE = 'stash';
-export const TOKEN_EXPIRATION_SECONDS = 3600;
-export const LOCAL_REPOSITORY_VOLUME = 'stash-local-repository';
 /** The StatefulSet controller labels each pod with its ordinal (GA in Kubernetes 1.32). */
 export const POD_INDEX_LABEL = 'apps.kubernetes.io/pod-index';
 
@@ -143,24 +138,8 @@ export function stashEnv(backup: { name: string; namespace: string }, kind: stri
   } else {
     env.push({ name: 'STASH_HOST', value: 'host-0' });
   }
-  env.push(
-    envValue('PUSH_GATEWAY_URL', options.pushGatewayUrl ?? ''),
-    { name: 'ENABLE_STATUS_SUB_RESOURCE', value: 'true' },
-    { name: 'ENABLE_ANALYTICS', value: 'false' },
-  );
-  // The design's AgentTemplate spells it ENABLE_ANALYSTICS: give that name too when it is used.
-  if (templateText.includes('$(ENABLE_ANALYSTICS)')) env.push({ name: 'ENABLE_ANALYSTICS', value: 'false' });
-  env.push(
-    { name: 'STASH_FUNCTIONS_URL', value: options.functionsUrl ?? DEFAULT_FUNCTIONS_URL },
-    { name: 'STASH_TOKEN_FILE', value: `${TOKEN_DIR}/${TOKEN_PATH}` },
-    { name: 'STASH_REPOSITORY_SECRET_DIR', value: SECRET_PATH },
-  );
+  env.push(...agentReportingEnv(options, templateText));
   return env;
-}
-
-/** An env var with a value; an empty value is left out (the apiserver drops `value: ""`). */
-function envValue(name: string, value: string): V1EnvVar {
-  return value === '' ? { name } : { name, value };
 }
 
 function normaliseEnv(env: readonly V1EnvVar[]): V1EnvVar[] {
@@ -344,18 +323,11 @@ export function planSidecar(input: PlanInput): Plan {
   const backend = repository.spec.backend;
   const volumes: V1Volume[] = [
     { name: TMP_VOLUME, emptyDir: {} },
-    // optional: a missing storage Secret must not keep the pod from starting (for a sidecar, the
-    // user's app with it); the agent then fails the run with an error naming the Secret and key.
-    { name: SECRET_VOLUME, secret: { secretName: backend.storageSecretName, optional: true } },
-    {
-      name: TOKEN_VOLUME,
-      projected: { sources: [{ serviceAccountToken: { audience: TOKEN_AUDIENCE, expirationSeconds: TOKEN_EXPIRATION_SECONDS, path: TOKEN_PATH } }] },
-    },
+    ...agentVolumes(backend.storageSecretName),
   ];
   const stashMounts: V1VolumeMount[] = [
     { name: TMP_VOLUME, mountPath: TMP_PATH },
-    { name: SECRET_VOLUME, mountPath: SECRET_PATH, readOnly: true },
-    { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true },
+    ...agentVolumeMounts(),
   ];
   if (backend.local !== undefined) {
     const local = backend.local;

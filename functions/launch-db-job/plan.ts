@@ -6,12 +6,15 @@ import { createHash } from 'node:crypto';
 import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { agentName, API_VERSION } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Backup, BackupTrigger, Container, HostRun, Repository } from '../../shared/api/index.ts';
+import { agentReportingEnv, agentVolumeMounts, agentVolumes, LOCAL_REPOSITORY_VOLUME } from '../../shared/agent-pod.ts';
+export {
+  DEFAULT_FUNCTIONS_URL, LOCAL_REPOSITORY_VOLUME, SECRET_PATH, SECRET_VOLUME, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_EXPIRATION_SECONDS, TOKEN_PATH, TOKEN_VOLUME,
+} from '../../shared/agent-pod.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/launch-db-job';
 export const CONTROLLER = 'stash.appscode.com/launch-db-job';
 /** The Backup condition this function owns. */
 export const JOB_CONDITION = 'DatabaseJobReady';
-export const DEFAULT_FUNCTIONS_URL = 'http://handle-trigger.stash-system.svc.cluster.local';
 export const HOST = 'host-0';
 
 export const BACKUP_LABEL = 'stash.appscode.com/backup';
@@ -22,14 +25,6 @@ export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
 
 export const TMP_VOLUME = 'tmp';
 export const TMP_PATH = '/tmp';
-export const SECRET_VOLUME = 'stash-repository';
-export const SECRET_PATH = '/etc/stash/repository';
-export const TOKEN_VOLUME = 'stash-token';
-export const TOKEN_DIR = '/var/run/secrets/stash';
-export const TOKEN_PATH = 'token';
-export const TOKEN_AUDIENCE = 'stash';
-export const TOKEN_EXPIRATION_SECONDS = 3600;
-export const LOCAL_REPOSITORY_VOLUME = 'stash-local-repository';
 
 /** The variables Stash sets on every container; a template or containerAttributes.env may not set them. */
 export const RESERVED_ENV = [
@@ -171,18 +166,7 @@ function stashEnv(backup: Backup, trigger: BackupTrigger, options: JobOptions, t
     { name: 'POD_NAME', valueFrom: { fieldRef: { apiVersion: 'v1', fieldPath: 'metadata.name' } } },
     { name: 'STASH_HOST', value: HOST },
   ];
-  env.push(
-    options.pushGatewayUrl ? { name: 'PUSH_GATEWAY_URL', value: options.pushGatewayUrl } : { name: 'PUSH_GATEWAY_URL' },
-    { name: 'ENABLE_STATUS_SUB_RESOURCE', value: 'true' },
-    { name: 'ENABLE_ANALYTICS', value: 'false' },
-  );
-  // The design's AgentTemplates spell it ENABLE_ANALYSTICS: give that name too when it is used.
-  if (templateText.includes('$(ENABLE_ANALYSTICS)')) env.push({ name: 'ENABLE_ANALYSTICS', value: 'false' });
-  env.push(
-    { name: 'STASH_FUNCTIONS_URL', value: options.functionsUrl ?? DEFAULT_FUNCTIONS_URL },
-    { name: 'STASH_TOKEN_FILE', value: `${TOKEN_DIR}/${TOKEN_PATH}` },
-    { name: 'STASH_REPOSITORY_SECRET_DIR', value: SECRET_PATH },
-  );
+  env.push(...agentReportingEnv(options, templateText));
   return env;
 }
 
@@ -273,15 +257,9 @@ export function planDatabaseJob(input: DatabaseJobInput): JobPlan {
   const backend = repository.spec.backend;
   const volumes: V1Volume[] = [
     { name: TMP_VOLUME, emptyDir: {} },
-    // optional: a missing storage Secret must not keep the pod from starting (for a sidecar, the
-    // user's app with it); the agent then fails the run with an error naming the Secret and key.
-    { name: SECRET_VOLUME, secret: { secretName: backend.storageSecretName, optional: true } },
-    { name: TOKEN_VOLUME, projected: { sources: [{ serviceAccountToken: { audience: TOKEN_AUDIENCE, expirationSeconds: TOKEN_EXPIRATION_SECONDS, path: TOKEN_PATH } }] } },
+    ...agentVolumes(backend.storageSecretName),
   ];
-  const stashMounts: V1VolumeMount[] = [
-    { name: SECRET_VOLUME, mountPath: SECRET_PATH, readOnly: true },
-    { name: TOKEN_VOLUME, mountPath: TOKEN_DIR, readOnly: true },
-  ];
+  const stashMounts: V1VolumeMount[] = agentVolumeMounts();
   if (backend.local !== undefined) {
     const local = backend.local;
     const volume: V1Volume = { name: LOCAL_REPOSITORY_VOLUME };
