@@ -12,7 +12,7 @@ import type { V1Pod } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { createFunctionsClient, FunctionsCallError, LeaseLostError, runClaimedRun, sidecarLoop } from '../agent/cluster/index.ts';
 import type { ClaimedRun, FunctionsClient, RunOutcome } from '../agent/cluster/index.ts';
-import { createHandleTriggerServer } from '../functions/handle-trigger/index.ts';
+import { createHandleTriggerServer, optionsFromEnv } from '../functions/handle-trigger/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 
@@ -145,6 +145,8 @@ before(async () => {
   const handleTrigger = createHandleTriggerServer({
     kc: cluster.kc, timing: { leaseDurationSeconds: LEASE_SECONDS, pendingTimeoutSeconds: 600 },
     logger: pino({ level: process.env.LOG_LEVEL ?? 'warn' }),
+    // Only this file's namespace: the sweep never walks (or acts on) other tests' runs.
+    namespaces: [ns],
   });
   server = await handleTrigger.listen(0, '127.0.0.1');
   // The ServiceAccount controller makes `default`; pods cannot be admitted before it exists.
@@ -419,6 +421,31 @@ spec: {schedule: "@hourly", backupAgent: stash-volume-backup, repository: {name:
   assert.equal(norepo?.status?.phase, 'Failed');
   assert.match(norepo?.status?.error ?? '', new RegExp(`Repository ${ns}/missing-repo named in Backup norepo's spec.repository does not exist`));
   assert.ok((await eventsOn('norepo', 'BackupFailed')).length === 1, 'a Warning Event on the Backup');
+});
+
+test('STASH_NAMESPACES: a server for other namespaces ignores this namespace\'s run events and leaves its runs out of the sweep', { timeout: 90_000 }, async () => {
+  const elsewhere = await createHandleTriggerServer({
+    kc: cluster.kc, timing: { leaseDurationSeconds: LEASE_SECONDS, pendingTimeoutSeconds: 600 },
+    logger: pino({ level: 'silent' }), ...optionsFromEnv({ STASH_NAMESPACES: `${ns}-elsewhere,${ns}-too` }),
+  }).listen(0, '127.0.0.1');
+  try {
+    await applyYaml(cluster, `
+apiVersion: stash.appscode.com/v1alpha2
+kind: BackupTrigger
+metadata: {name: unserved-run}
+spec: {targetBackup: {name: ghost}, origin: Manual}
+`, ns);
+    const event = await fetch(`${elsewhere.url}/invoke`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'BackupTrigger', namespace: ns, name: 'unserved-run' }) });
+    assert.equal(event.status, 202, 'an event about another namespace is accepted and dropped');
+    const swept = await fetch(`${elsewhere.url}/`, { method: 'POST', headers: { 'x-connector': 'cron-connector' } });
+    assert.equal(swept.status, 202);
+    assert.equal((await getTrigger('unserved-run'))?.status, undefined, 'neither the event nor the sweep touched the run');
+  } finally {
+    await elsewhere.close();
+  }
+  // This namespace's server does reconcile it (the Backup is missing, so the run fails).
+  await sweep();
+  assert.equal((await getTrigger('unserved-run'))?.status?.phase, 'Failed');
 });
 
 test('the trigger endpoint: no token 401, a ServiceAccount without rights 403, with a Role allowing create backuptriggers 201', { timeout: 90_000 }, async () => {

@@ -12,7 +12,7 @@ import { parse, parseAllDocuments } from 'yaml';
 import { agentTemplate as agentTemplateSchema, appBinding as appBindingSchema, backup as backupSchema, repository as repositorySchema } from '../shared/api/index.ts';
 import type { AgentTemplate, Backup, BackupTrigger } from '../shared/api/index.ts';
 import type { RunningServer } from '../shared/runtime/index.ts';
-import { createLaunchDbJobServer, jobName, planDatabaseJob, TRIGGER_LABEL } from '../functions/launch-db-job/index.ts';
+import { createLaunchDbJobServer, jobName, optionsFromEnv, planDatabaseJob, TRIGGER_LABEL } from '../functions/launch-db-job/index.ts';
 import type { ServerOptions } from '../functions/launch-db-job/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
@@ -61,8 +61,9 @@ function designBackupYaml(name: string, edit: (b: Record<string, unknown> & { sp
   return JSON.stringify(b);
 }
 
+/** A server limited to this file's namespace (unless `options` say otherwise): its resync never acts on other tests' objects. */
 async function startServer(options: Omit<ServerOptions, 'logger'> = {}): Promise<RunningServer> {
-  const server = await createLaunchDbJobServer(cluster.kc, { logger: quiet, functionsUrl: 'http://handle-trigger.stash-system.svc.cluster.local', ...options })
+  const server = await createLaunchDbJobServer(cluster.kc, { logger: quiet, functionsUrl: 'http://handle-trigger.stash-system.svc.cluster.local', namespaces: [ns], ...options })
     .listen(0, { host: '127.0.0.1', handleSignals: false });
   servers.push(server);
   return server;
@@ -286,6 +287,27 @@ test('launch-db-job: a missing AppBinding, AgentTemplate or Repository -> condit
   await applyYaml(cluster, read('test/fixtures/design-samples/05-appbinding.yaml').replace('namespace: demo', `namespace: ${ns}`).replace('name: quick-postgres\n  namespace', 'name: absent-db\n  namespace'));
   assert.equal((await sendRefEvent(server, 'AppBinding', 'absent-db')).status, 202);
   assert.equal((await conditionOf('no-binding'))?.status, 'True');
+});
+
+test('launch-db-job: a server for other namespaces (STASH_NAMESPACES) ignores this namespace\'s events and leaves it out of its resync', async () => {
+  await applyYaml(cluster, designBackupYaml('unserved'));
+  const options = optionsFromEnv({ STASH_NAMESPACES: `${ns}-elsewhere, ${ns}-too` });
+  assert.deepEqual(options.namespaces, [`${ns}-elsewhere`, `${ns}-too`]);
+  const elsewhere = await startServer(options);
+  await createTrigger('unserved-1', 'unserved');
+  for (const [kind, name] of [['BackupTrigger', 'unserved-1'], ['Backup', 'unserved'], ['AppBinding', 'quick-postgres'], ['Repository', 'stash-backup-repo']] as const) {
+    assert.equal((await sendRefEvent(elsewhere, kind, name)).status, 202, `${kind} event`);
+  }
+  assert.equal((await invoke(elsewhere, 'BackupTrigger', 'unserved-1')).status, 202);
+  assert.equal((await sendPing(elsewhere)).status, 202);
+  // The AgentTemplate is cluster-scoped: its event reaches only the Backups of the served namespaces.
+  assert.equal((await fetch(`${elsewhere.url}/invoke`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'AgentTemplate', name: templateName }) })).status, 202);
+  assert.equal((await jobsOf('unserved-1')).length, 0, 'no Job for a run in a namespace not served');
+  assert.equal(await conditionOf('unserved'), undefined, 'the Backup was not touched');
+  // This namespace's server does serve it.
+  assert.equal((await sendPing(await startServer())).status, 202);
+  assert.equal((await jobsOf('unserved-1')).length, 1);
+  assert.equal((await conditionOf('unserved'))?.status, 'True');
 });
 
 test('launch-db-job: deleting the Backup garbage-collects its runs and their Jobs', async () => {

@@ -10,7 +10,7 @@ import { mustParseSchedule, nextRunAfter } from '../shared/api/index.ts';
 import type { Backup, BackupTrigger } from '../shared/api/index.ts';
 import { patchStatus } from '../shared/kube/index.ts';
 import type { RunningServer } from '../shared/runtime/index.ts';
-import { createSweep, createSweepServer, forEachLimited, scheduledTriggerName } from '../functions/sweep/index.ts';
+import { createSweep, createSweepServer, forEachLimited, optionsFromEnv, scheduledTriggerName } from '../functions/sweep/index.ts';
 import { deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 
@@ -37,8 +37,9 @@ after(async () => {
   if (ns) await deleteNamespace(cluster, ns);
 });
 
-async function startServer(namespace: string): Promise<RunningServer> {
-  const server = await createSweepServer({ kc: cluster.kc, now: () => now, namespace, logger: quiet })
+/** A sweep server limited to `namespaces` (STASH_NAMESPACES), so it never acts on other tests' Backups. */
+async function startServer(...namespaces: string[]): Promise<RunningServer> {
+  const server = await createSweepServer({ kc: cluster.kc, now: () => now, namespaces, logger: quiet })
     .listen(0, { host: '127.0.0.1', handleSignals: false });
   servers.push(server);
   return server;
@@ -195,6 +196,55 @@ test('sweep: two sweeps at the same moment start exactly one run per tick', asyn
   }
 });
 
+test('sweep: STASH_NAMESPACES limits the sweep (one list per namespace) and the events it acts on to those namespaces', async () => {
+  const a = await freshNamespace(cluster, 'sweep-a');
+  const b = await freshNamespace(cluster, 'sweep-b');
+  const other = await freshNamespace(cluster, 'sweep-other');
+  try {
+    let latest = 0;
+    for (const namespace of [a, b, other]) {
+      const made = await createBackup(namespace, { ...backupBody('db', '@hourly'), metadata: { name: 'db', namespace } });
+      latest = Math.max(latest, Date.parse(made.metadata.creationTimestamp as string));
+    }
+    const tick = nextRunAfter(hourly, new Date(latest));
+    const options = optionsFromEnv({ STASH_NAMESPACES: `${a},${b}` });
+    assert.deepEqual(options, { namespaces: [a, b] });
+    assert.deepEqual(optionsFromEnv({}), {});
+    assert.throws(() => optionsFromEnv({ STASH_NAMESPACES: 'Not_A_Namespace' }), /STASH_NAMESPACES=.*"Not_A_Namespace" is not a namespace name/);
+
+    // Through the server: an ApiServerSource event about an object in a namespace it does not serve starts no sweep.
+    now = new Date(tick.getTime() + 10_000);
+    const server = await startServer(...(options.namespaces ?? []));
+    const event = fixtures.find((f) => f.name === 'apiserver-ref-add');
+    assert.ok(event, 'fixture apiserver-ref-add exists');
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(event.headers)) headers.set(k, v[0] ?? '');
+    headers.set('Ce-Id', crypto.randomUUID());
+    headers.set('Ce-Namespace', other);
+    headers.set('Ce-Name', 'db');
+    const body = JSON.stringify({ kind: 'Backup', namespace: other, name: 'db', apiVersion: `${GROUP}/${VERSION}` });
+    assert.equal((await fetch(`${server.url}/`, { method: 'POST', headers, body })).status, 202);
+    for (const namespace of [a, b, other]) assert.deepEqual(await triggersOf('db', namespace), [], `no sweep ran (${namespace})`);
+
+    // The tick: both served namespaces get their run, the other namespace nothing.
+    assert.equal((await sendPing(server)).status, 202);
+    for (const namespace of [a, b]) {
+      assert.deepEqual((await triggersOf('db', namespace)).map((t) => t.metadata.name), [scheduledTriggerName('db', tick)], namespace);
+    }
+    assert.deepEqual(await triggersOf('db', other), []);
+    const untouched = await cluster.kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backups', namespace: other, name: 'db' }) as Backup;
+    assert.equal(untouched.status, undefined, 'the unserved Backup has no status written');
+
+    // createSweep directly: the summary counts only the served namespaces' objects.
+    const summary = await createSweep({ kc: cluster.kc, ...options, now: () => now })(quiet);
+    assert.equal(summary.backups, 2);
+    assert.equal(summary.triggers, 2);
+    assert.equal(summary.created, 0);
+  } finally {
+    for (const namespace of [a, b, other]) await deleteNamespace(cluster, namespace);
+  }
+});
+
 test('sweep: 1,000 Backups (timing reported, not asserted)', async () => {
   const bigNs = await freshNamespace(cluster, 'sweep-1000');
   try {
@@ -210,7 +260,7 @@ test('sweep: 1,000 Backups (timing reported, not asserted)', async () => {
     });
     const createMs = Date.now() - createStart;
     const tick = nextRunAfter(hourly, new Date(latest));
-    const sweep = createSweep({ kc: cluster.kc, namespace: bigNs, now: () => now });
+    const sweep = createSweep({ kc: cluster.kc, namespaces: [bigNs], now: () => now });
 
     now = new Date(tick.getTime() - 60_000);
     const first = await sweep(quiet); // nothing due; writes the first status of every Backup

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { ANNOTATION_BACKUP, ANNOTATION_BACKUP_TEMPLATE, API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
 import { applyObject, emitEvent, ForbiddenError, getObject, InvalidError, kubeCall, NotFoundError } from '../../shared/kube/index.ts';
 import type { ObjectRef } from '../../shared/kube/index.ts';
+import { servesNamespace } from '../../shared/runtime/index.ts';
 import {
   checkTemplate, DEPLOYMENT_REVISION_ANNOTATION, describeTarget, FIELD_MANAGER, GENERATED_FOR_LABEL, generatedName, generatedTarget, isGeneratedFor, planDefaultBackup,
   readDefaultBackupRequest, TARGET_KINDS, TEMPLATE_LABEL, templateLabelValue,
@@ -377,7 +378,7 @@ export async function targetsFor(kc: KubeConfig, object: ObjectKey, log: Logger,
 /** An event named `object`: reconcile every target it concerns (a BackupTemplate: every target using it). */
 export async function reconcileForObject(kc: KubeConfig, object: ObjectKey, log: Logger, options: HandlerOptions = {}): Promise<BatchResult> {
   const ctx = context(kc, log, options);
-  if (options.namespaces !== undefined && object.namespace !== undefined && !options.namespaces.includes(object.namespace)) {
+  if (object.namespace !== undefined && !servesNamespace(options.namespaces, object.namespace)) {
     log.debug({ namespace: object.namespace }, 'namespace not served by this function');
     return { outcomes: {}, failures: {} };
   }

@@ -8,7 +8,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, PermanentError } from '../../shared/runtime/index.ts';
+import { createFunctionServer, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
 import type { BatchResult, HandlerOptions, ObjectKey } from './handler.ts';
@@ -78,8 +78,8 @@ export function createExpandTemplateServer(kc: KubeConfig, options: ServerOption
 /** Options from the environment: STASH_NAMESPACES limits what is served. */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOptions {
   const options: HandlerOptions = {};
-  const namespaces = env.STASH_NAMESPACES?.split(',').map((n) => n.trim()).filter((n) => n !== '');
-  if (namespaces !== undefined && namespaces.length > 0) options.namespaces = namespaces;
+  const namespaces = namespacesFromEnv(env);
+  if (namespaces !== undefined) options.namespaces = namespaces;
   return options;
 }
 

@@ -33,6 +33,11 @@ export interface HandlerConfig {
   log: Logger;
   /** The clock (tests may move it). */
   now?: () => Date;
+  /**
+   * Serve only these namespaces (STASH_NAMESPACES: a namespaced install, tests): the sweep lists
+   * their runs one namespace at a time, and events about objects elsewhere are ignored. Default: all.
+   */
+  namespaces?: readonly string[];
 }
 
 const now = (cfg: HandlerConfig): Date => (cfg.now ?? (() => new Date()))();
@@ -288,11 +293,14 @@ export async function reconcileBackupHistory(cfg: HandlerConfig, namespace: stri
 }
 
 /**
- * The periodic sweep: every run not yet recorded is reconciled (this fails the runs of dead
- * agents), and every Backup with finished runs is pruned. Failures of one run do not stop others.
+ * The periodic sweep: every run not yet recorded (in the served namespaces) is reconciled (this
+ * fails the runs of dead agents), and every Backup with finished runs is pruned. Failures of one
+ * run do not stop others.
  */
 export async function resync(cfg: HandlerConfig): Promise<{ reconciled: number; failed: number }> {
-  const triggers = await listTriggers(cfg);
+  const triggers = cfg.namespaces === undefined
+    ? await listTriggers(cfg)
+    : (await Promise.all(cfg.namespaces.map((ns) => listTriggers(cfg, ns)))).flat();
   let reconciled = 0;
   let failed = 0;
   const backups = new Set<string>();

@@ -1,7 +1,8 @@
 // handle-trigger: the server. Events (BackupTrigger and Backup changes from ApiServerSource, the
 // per-minute ping, OpenFaaS cron-connector, POST /invoke) go through shared/runtime; the agent
 // protocol and the trigger endpoint answer with their own status codes (routes.ts), mounted in
-// front of the runtime's app. Run: `node functions/handle-trigger/index.ts` (PORT, KUBECONFIG).
+// front of the runtime's app. Run: `node functions/handle-trigger/index.ts` (PORT, KUBECONFIG,
+// LOG_LEVEL, STASH_LEASE_DURATION_SECONDS, STASH_PENDING_TIMEOUT_SECONDS, STASH_NAMESPACES).
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +12,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, invokeRefSchema } from '../../shared/runtime/index.ts';
+import { createFunctionServer, invokeRefSchema, namespacesFromEnv, servesNamespace } from '../../shared/runtime/index.ts';
 import type { Invocation } from '../../shared/runtime/index.ts';
 import { reconcileBackupHistory, reconcileTrigger, resync } from './handler.ts';
 import type { HandlerConfig } from './handler.ts';
@@ -26,6 +27,8 @@ export interface HandleTriggerOptions {
   timing?: Partial<RunTiming>;
   logger?: Logger;
   now?: () => Date;
+  /** Serve only these namespaces (resync and events); default all. main() reads STASH_NAMESPACES. */
+  namespaces?: readonly string[];
 }
 
 export interface HandleTriggerServer {
@@ -62,6 +65,10 @@ async function dispatch(config: HandlerConfig, invocation: Invocation<typeof rou
     case 'http': {
       const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
       if (ref.namespace === undefined) return;
+      if (!servesNamespace(config.namespaces, ref.namespace)) {
+        config.log.debug({ kind: ref.kind, namespace: ref.namespace, name: ref.name }, 'namespace not served by this function');
+        return;
+      }
       if (ref.kind === 'BackupTrigger') {
         if (invocation.source === 'apiserver' && invocation.action === 'delete') return;
         await reconcileTrigger(config, ref.namespace, ref.name);
@@ -81,6 +88,7 @@ export function createHandleTriggerServer(options: HandleTriggerOptions = {}): H
     timing: { ...timingFromEnv(), ...options.timing },
     log: logger.child({ function: FUNCTION_NAME }),
     ...(options.now ? { now: options.now } : {}),
+    ...(options.namespaces === undefined ? {} : { namespaces: [...options.namespaces] }),
   };
   const events = createFunctionServer({ name: FUNCTION_NAME, logger, routes, handle: (invocation) => dispatch(config, invocation) });
   const app = express();
@@ -115,9 +123,15 @@ export function createHandleTriggerServer(options: HandleTriggerOptions = {}): H
   return { app, config, listen };
 }
 
-/** Entry point: PORT (8080) and KUBECONFIG or the in-cluster ServiceAccount. */
+/** Options from the environment: STASH_NAMESPACES limits what is served (timing is read by the server). */
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Pick<HandleTriggerOptions, 'namespaces'> {
+  const namespaces = namespacesFromEnv(env);
+  return namespaces === undefined ? {} : { namespaces };
+}
+
+/** Entry point: PORT (8080), KUBECONFIG or the in-cluster ServiceAccount, STASH_NAMESPACES. */
 export async function main(): Promise<void> {
-  const server = createHandleTriggerServer();
+  const server = createHandleTriggerServer(optionsFromEnv());
   const running = await server.listen(Number(process.env.PORT ?? 8080));
   const stop = (signal: NodeJS.Signals): void => {
     server.config.log.info({ signal }, 'draining in-flight requests before exit');

@@ -14,6 +14,7 @@ import {
   applyObject, ConflictError, conditionUnchanged, emitEvent, getObject, InvalidError, kubeCall, mergePatch, patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
 import type { Condition, ConditionInput, ObjectRef } from '../../shared/kube/index.ts';
+import { servesNamespace } from '../../shared/runtime/index.ts';
 import { isApplied, ownsFields } from './compare.ts';
 import {
   describeWorkload, FIELD_MANAGER, FINALIZER, otherClaimant, planSidecar, refusal, removalConfig, TARGET_ANNOTATION, unsupportedTargetMessage,
@@ -469,7 +470,7 @@ export const HANDLED_KINDS = ['Backup', 'AgentTemplate', 'Repository', ...Object
 /** An event named `object`: reconcile every Backup it concerns. */
 export async function reconcileForObject(kc: KubeConfig, object: ObjectKey, log: Logger, options: HandlerOptions = {}): Promise<BatchResult> {
   const ctx = context(kc, log, options);
-  if (options.namespaces !== undefined && object.namespace !== undefined && !options.namespaces.includes(object.namespace)) {
+  if (object.namespace !== undefined && !servesNamespace(options.namespaces, object.namespace)) {
     log.debug({ namespace: object.namespace }, 'namespace not served by this function');
     return { outcomes: {}, failures: {} };
   }

@@ -9,7 +9,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, PermanentError } from '../../shared/runtime/index.ts';
+import { createFunctionServer, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
 import type { BatchResult, HandlerOptions, ObjectKey } from './handler.ts';
@@ -76,8 +76,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOpt
   const options: HandlerOptions = {};
   if (env.STASH_FUNCTIONS_URL) options.functionsUrl = env.STASH_FUNCTIONS_URL;
   if (env.PUSH_GATEWAY_URL) options.pushGatewayUrl = env.PUSH_GATEWAY_URL;
-  const namespaces = env.STASH_NAMESPACES?.split(',').map((n) => n.trim()).filter((n) => n !== '');
-  if (namespaces !== undefined && namespaces.length > 0) options.namespaces = namespaces;
+  const namespaces = namespacesFromEnv(env);
+  if (namespaces !== undefined) options.namespaces = namespaces;
   return options;
 }
 

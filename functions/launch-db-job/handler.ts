@@ -13,7 +13,7 @@ import {
   AlreadyExistsError, ConflictError, conditionUnchanged, emitEvent, getObject, kubeCall, NotFoundError, patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
 import type { Condition, ConditionInput } from '../../shared/kube/index.ts';
-import { TransientError } from '../../shared/runtime/index.ts';
+import { servesNamespace, TransientError } from '../../shared/runtime/index.ts';
 import {
   CONTROLLER, failedHosts, FIELD_MANAGER, HOST, hostFinished, isDatabaseBackup, JOB_CONDITION, jobName, jobOutcome, planDatabaseJob,
 } from './plan.ts';
@@ -29,8 +29,19 @@ export interface HandlerOptions extends JobOptions {
   missingGraceSeconds?: number;
   /** How long after a Job completed without a report the run is failed. Default 120 s. */
   reportGraceSeconds?: number;
-  /** Resync only this namespace (tests, a namespaced install). */
+  /**
+   * Serve only these namespaces (STASH_NAMESPACES: a namespaced install, tests): the resync lists
+   * them one by one, and events about objects elsewhere are ignored. Default: all namespaces.
+   */
+  namespaces?: readonly string[];
+  /** One namespace: shorthand for `namespaces: [namespace]` (added to `namespaces` when both are given). */
   namespace?: string;
+}
+
+/** The namespaces `options` limit the function to, or undefined for all. */
+export function servedNamespaces(options: Pick<HandlerOptions, 'namespace' | 'namespaces'>): string[] | undefined {
+  if (options.namespaces === undefined && options.namespace === undefined) return undefined;
+  return [...new Set([...(options.namespaces ?? []), ...(options.namespace === undefined ? [] : [options.namespace])])];
 }
 
 export type TriggerResult =
@@ -105,6 +116,7 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
   const missingGrace = (options.missingGraceSeconds ?? 60) * 1000;
   const batch = kc.makeApiClient(BatchV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
+  const namespaces = servedNamespaces(options);
 
   async function event(object: Backup, type: 'Normal' | 'Warning', reason: string, message: string, log: Logger, related?: { apiVersion: string; kind: string; namespace: string; name: string }): Promise<void> {
     try {
@@ -240,6 +252,12 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
     return list.items ?? [];
   }
 
+  /** `list` over every served namespace: one call for all namespaces, or one per served namespace. */
+  async function listServed<T>(list: (namespace: string | undefined) => Promise<T[]>): Promise<T[]> {
+    if (namespaces === undefined) return list(undefined);
+    return (await Promise.all(namespaces.map((ns) => list(ns)))).flat();
+  }
+
   /** Converges a database Backup: its condition, then every open run of it. */
   async function reconcileBackup(namespace: string, name: string, log: Logger, triggers?: readonly BackupTrigger[]): Promise<Record<string, TriggerResult>> {
     const backup = await getObject<Backup>(kc, backupRef(namespace, name));
@@ -260,7 +278,7 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
 
   /** Every database Backup and open run (ping / cron-connector): repairs what events missed. */
   async function resync(log: Logger): Promise<{ backups: number; runs: Record<string, TriggerResult>; failures: string[] }> {
-    const [all, triggers] = await Promise.all([listBackups(options.namespace), listTriggers(options.namespace)]);
+    const [all, triggers] = await Promise.all([listServed(listBackups), listServed(listTriggers)]);
     const backups = all.filter(isDatabaseBackup);
     const failures: string[] = [];
     const runs: Record<string, TriggerResult> = {};
@@ -291,7 +309,7 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
 
   /** Backups that refer to an AppBinding / Repository (namespace) or an AgentTemplate (cluster). */
   async function reconcileReferrers(kind: string, namespace: string | undefined, name: string, log: Logger): Promise<number> {
-    const backups = (await listBackups(kind === 'AgentTemplate' ? options.namespace : namespace)).filter(isDatabaseBackup).filter((b) => {
+    const backups = (await (kind === 'AgentTemplate' || namespace === undefined ? listServed(listBackups) : listBackups(namespace))).filter(isDatabaseBackup).filter((b) => {
       if (kind === 'AppBinding') return b.spec.targetRef.name === name;
       if (kind === 'Repository') return b.spec.repository.name === name && (b.spec.repository.namespace ?? b.metadata.namespace) === namespace;
       return agentName(b.spec.backupAgent) === name;
@@ -300,7 +318,10 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
     return backups.length;
   }
 
-  return { reconcileTrigger, reconcileBackup, reconcileJob, reconcileReferrers, resync, resolveReferences: (b: Backup) => resolveReferences(kc, b) };
+  /** Whether this launcher serves `namespace` (events about objects elsewhere are ignored). */
+  const serves = (namespace: string): boolean => servesNamespace(namespaces, namespace);
+
+  return { reconcileTrigger, reconcileBackup, reconcileJob, reconcileReferrers, resync, serves, resolveReferences: (b: Backup) => resolveReferences(kc, b) };
 }
 
 export type LaunchDbJob = ReturnType<typeof createLaunchDbJob>;

@@ -4,17 +4,18 @@
 //
 //   node functions/launch-db-job/index.ts   PORT (default 8080), KUBECONFIG or in-cluster,
 //                                           STASH_FUNCTIONS_URL, PUSH_GATEWAY_URL,
-//                                           STASH_JOB_DEADLINE_SECONDS, STASH_JOB_TTL_SECONDS, LOG_LEVEL
+//                                           STASH_JOB_DEADLINE_SECONDS, STASH_JOB_TTL_SECONDS, LOG_LEVEL,
+//                                           STASH_NAMESPACES (comma-separated; default all)
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, PermanentError } from '../../shared/runtime/index.ts';
+import { createFunctionServer, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { createLaunchDbJob } from './handler.ts';
 import type { HandlerOptions } from './handler.ts';
 
-export { createLaunchDbJob, resolveReferences } from './handler.ts';
+export { createLaunchDbJob, resolveReferences, servedNamespaces } from './handler.ts';
 export type { HandlerOptions, LaunchDbJob, Resolution, TriggerResult } from './handler.ts';
 export * from './plan.ts';
 
@@ -46,6 +47,10 @@ export async function handleInvocation(launcher: ReturnType<typeof createLaunchD
   }
   if (ref.namespace === undefined) {
     throw new PermanentError(`a ${ref.kind} event needs the object's namespace; ${ref.kind} ${ref.name} came without one`);
+  }
+  if (!launcher.serves(ref.namespace)) {
+    log.debug({ kind: ref.kind, namespace: ref.namespace, name: ref.name }, 'namespace not served by this function');
+    return;
   }
   switch (ref.kind) {
     case 'BackupTrigger':
@@ -95,6 +100,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOpt
   if (deadline !== undefined) options.activeDeadlineSeconds = deadline;
   const ttl = seconds(env, 'STASH_JOB_TTL_SECONDS');
   if (ttl !== undefined) options.ttlSecondsAfterFinished = ttl;
+  const namespaces = namespacesFromEnv(env);
+  if (namespaces !== undefined) options.namespaces = namespaces;
   return options;
 }
 

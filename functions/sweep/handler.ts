@@ -1,4 +1,5 @@
-// The sweep's I/O: one list of Backups and one of BackupTriggers across all namespaces, the plan,
+// The sweep's I/O: one list of Backups and one of BackupTriggers across all namespaces (or one of
+// each per served namespace), the plan,
 // then the writes with bounded concurrency. Every write is idempotent: a second sweep for the same
 // tick gets AlreadyExists on the trigger and writes the same status.
 import { CustomObjectsApi } from '@kubernetes/client-node';
@@ -8,7 +9,7 @@ import { API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
 import type { Backup, BackupTrigger } from '../../shared/api/index.ts';
 import { AlreadyExistsError, ConflictError, emitEvent, getObject, kubeCall, NotFoundError, patchStatus } from '../../shared/kube/index.ts';
 import type { Invocation } from '../../shared/runtime/index.ts';
-import { TransientError } from '../../shared/runtime/index.ts';
+import { servesNamespace, TransientError } from '../../shared/runtime/index.ts';
 import { planSchedules } from './plan.ts';
 import type { BackupPlan } from './plan.ts';
 
@@ -23,8 +24,16 @@ export interface SweepOptions {
   concurrency?: number;
   /** Page size of the list calls (default 500). */
   pageSize?: number;
-  /** Sweep only this namespace (tests, a namespaced install); default all namespaces. */
+  /** Sweep only these namespaces (STASH_NAMESPACES: a namespaced install, tests); default all namespaces. */
+  namespaces?: readonly string[];
+  /** One namespace: shorthand for `namespaces: [namespace]` (added to `namespaces` when both are given). */
   namespace?: string;
+}
+
+/** The namespaces `options` limit the sweep to, or undefined for all. */
+export function servedNamespaces(options: Pick<SweepOptions, 'namespace' | 'namespaces'>): string[] | undefined {
+  if (options.namespaces === undefined && options.namespace === undefined) return undefined;
+  return [...new Set([...(options.namespaces ?? []), ...(options.namespace === undefined ? [] : [options.namespace])])];
 }
 
 export interface SweepSummary {
@@ -61,6 +70,12 @@ export async function listAll<T>(kc: KubeConfig, plural: string, pageSize: numbe
   return items;
 }
 
+/** Lists a Stash kind in every namespace (`namespaces` undefined) or once per namespace of `namespaces`. */
+export async function listServed<T>(kc: KubeConfig, plural: string, pageSize: number, namespaces: readonly string[] | undefined): Promise<T[]> {
+  if (namespaces === undefined) return listAll<T>(kc, plural, pageSize);
+  return (await Promise.all(namespaces.map((ns) => listAll<T>(kc, plural, pageSize, ns)))).flat();
+}
+
 /** Runs `work` over `items` with at most `limit` in flight; never rejects. */
 export async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
@@ -91,6 +106,7 @@ export function createSweep(options: SweepOptions): (log: Logger) => Promise<Swe
   const clock = options.now ?? (() => new Date());
   const concurrency = options.concurrency ?? 16;
   const pageSize = options.pageSize ?? 500;
+  const namespaces = servedNamespaces(options);
 
   async function writeStatus(plan: BackupPlan): Promise<boolean> {
     if (plan.status === undefined) return false;
@@ -112,8 +128,8 @@ export function createSweep(options: SweepOptions): (log: Logger) => Promise<Swe
   return async function sweep(log: Logger): Promise<SweepSummary> {
     const started = Date.now();
     const [backups, triggers] = await Promise.all([
-      listAll<Backup>(kc, 'backups', pageSize, options.namespace),
-      listAll<BackupTrigger>(kc, 'backuptriggers', pageSize, options.namespace),
+      listServed<Backup>(kc, 'backups', pageSize, namespaces),
+      listServed<BackupTrigger>(kc, 'backuptriggers', pageSize, namespaces),
     ]);
     const listMs = Date.now() - started;
     const now = clock();
@@ -196,10 +212,19 @@ export function createSweep(options: SweepOptions): (log: Logger) => Promise<Swe
   };
 }
 
-/** The function's handler: any ping or cron-connector call (or apiserver event) runs one sweep. */
+/**
+ * The function's handler: any ping or cron-connector call (or apiserver event) runs one sweep; an
+ * event about an object in a namespace this sweep does not serve is ignored.
+ */
 export function createSweepHandler(options: SweepOptions): (invocation: Invocation, ctx: { log: Logger }) => Promise<void> {
   const sweep = createSweep(options);
-  return async (_invocation, ctx) => {
+  const namespaces = servedNamespaces(options);
+  return async (invocation, ctx) => {
+    const namespace = invocation.source === 'apiserver' ? invocation.ref.namespace : undefined;
+    if (namespace !== undefined && !servesNamespace(namespaces, namespace)) {
+      ctx.log.debug({ kind: invocation.source === 'apiserver' ? invocation.ref.kind : undefined, namespace }, 'namespace not served by this function');
+      return;
+    }
     await sweep(ctx.log);
   };
 }

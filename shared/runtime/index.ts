@@ -5,3 +5,4 @@ export { invokeRefSchema, objectRefSchema, parseEventRequest, parseHttpRequest, 
 export type {
   ApiServerAction, ApiServerInvocation, CronConnectorInvocation, HttpInvocation, HttpRoutes, Invocation, ObjectRef, PingInvocation,
 } from './invocation.ts';
+export { InvalidNamespacesError, NAMESPACES_ENV, namespacesFromEnv, servesNamespace } from './namespaces.ts';

@@ -27,7 +27,7 @@ import { markPingSourceReady, startApiServerSourceAdapter, startPingAdapter } fr
 import type { RunningAdapter, WatchedResource } from './knative.ts';
 import { repoRoot } from './tools.ts';
 
-export const FUNCTIONS = ['handle-trigger', 'inject-sidecar', 'launch-db-job', 'sweep'] as const;
+export const FUNCTIONS = ['expand-template', 'handle-trigger', 'inject-sidecar', 'launch-db-job', 'sweep'] as const;
 export type StackFunction = (typeof FUNCTIONS)[number];
 
 export class StackError extends Error {
