@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
 import { createFunctionServer, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
+import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
 import type { BatchResult, HandlerOptions, ObjectKey } from './handler.ts';
@@ -84,17 +85,9 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOpt
 }
 
 export async function main(): Promise<void> {
-  const port = Number(process.env.PORT ?? '8080');
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`PORT=${process.env.PORT ?? ''} is not a TCP port number: set PORT to 0-65535 (default 8080)`);
-  }
+  const port = portFromEnv();
   const kc = loadKubeConfig();
   await createExpandTemplateServer(kc, optionsFromEnv()).listen(port);
 }
 
-if (import.meta.main) {
-  main().catch((error: unknown) => {
-    console.error(`expand-template failed to start: ${(error as Error).message}`);
-    process.exit(1);
-  });
-}
+runIfMain(import.meta, 'expand-template', main);

@@ -13,6 +13,7 @@ import { pino } from 'pino';
 import type { Logger } from 'pino';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
 import { createFunctionServer, invokeRefSchema, namespacesFromEnv, servesNamespace } from '../../shared/runtime/index.ts';
+import { portFromEnv } from '../../shared/runtime/index.ts';
 import type { Invocation } from '../../shared/runtime/index.ts';
 import { reconcileBackupHistory, reconcileTrigger, resync } from './handler.ts';
 import type { HandlerConfig } from './handler.ts';
@@ -132,7 +133,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Pick<Handl
 /** Entry point: PORT (8080), KUBECONFIG or the in-cluster ServiceAccount, STASH_NAMESPACES. */
 export async function main(): Promise<void> {
   const server = createHandleTriggerServer(optionsFromEnv());
-  const running = await server.listen(Number(process.env.PORT ?? 8080));
+  const running = await server.listen(portFromEnv());
   const stop = (signal: NodeJS.Signals): void => {
     server.config.log.info({ signal }, 'draining in-flight requests before exit');
     const timeout = setTimeout(() => process.exit(1), 30_000);

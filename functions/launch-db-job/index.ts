@@ -11,6 +11,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
 import { createFunctionServer, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
+import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { createLaunchDbJob } from './handler.ts';
 import type { HandlerOptions } from './handler.ts';
@@ -106,16 +107,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOpt
 }
 
 export async function main(): Promise<void> {
-  const port = Number(process.env.PORT ?? '8080');
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`PORT=${process.env.PORT ?? ''} is not a TCP port number: set PORT to 0-65535 (default 8080)`);
-  }
+  const port = portFromEnv();
   await createLaunchDbJobServer(loadKubeConfig(), optionsFromEnv()).listen(port);
 }
 
-if (import.meta.main) {
-  main().catch((error: unknown) => {
-    console.error(`launch-db-job failed to start: ${(error as Error).message}`);
-    process.exit(1);
-  });
-}
+runIfMain(import.meta, 'launch-db-job', main);

@@ -5,6 +5,7 @@
 //                                     STASH_NAMESPACES (comma-separated; default all)
 import { loadKubeConfig } from '../../shared/kube/index.ts';
 import { createFunctionServer, namespacesFromEnv } from '../../shared/runtime/index.ts';
+import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer } from '../../shared/runtime/index.ts';
 import type { Logger } from 'pino';
 import { createSweepHandler } from './handler.ts';
@@ -26,17 +27,9 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Pick<Sweep
 }
 
 export async function main(): Promise<void> {
-  const port = Number(process.env.PORT ?? '8080');
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`PORT=${process.env.PORT ?? ''} is not a TCP port number: set PORT to 0-65535 (default 8080)`);
-  }
+  const port = portFromEnv();
   const options = optionsFromEnv();
   await createSweepServer({ kc: loadKubeConfig(), ...options }).listen(port);
 }
 
-if (import.meta.main) {
-  main().catch((error: unknown) => {
-    console.error(`sweep failed to start: ${(error as Error).message}`);
-    process.exit(1);
-  });
-}
+runIfMain(import.meta, 'sweep', main);

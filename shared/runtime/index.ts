@@ -6,3 +6,4 @@ export type {
   ApiServerAction, ApiServerInvocation, CronConnectorInvocation, HttpInvocation, HttpRoutes, Invocation, ObjectRef, PingInvocation,
 } from './invocation.ts';
 export { InvalidNamespacesError, NAMESPACES_ENV, namespacesFromEnv, servesNamespace } from './namespaces.ts';
+export { InvalidPortError, portFromEnv, runIfMain } from './main.ts';
