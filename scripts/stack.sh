@@ -46,7 +46,8 @@ cmd_up() {
     echo $! >"$PIDFILE"
     local deadline=$((SECONDS + 120))
     until [ -s "$STATE/stack.env" ]; do
-      serve_alive || die "the stack exited while starting; $STATE/stack.log ends: $(tail -20 "$STATE/stack.log")"
+      # kill -0, not serve_alive: until the child has exec'd node, its cmdline is still this shell's.
+      kill -0 "$(cat "$PIDFILE")" 2>/dev/null || die "the stack exited while starting; $STATE/stack.log ends: $(tail -20 "$STATE/stack.log")"
       [ $SECONDS -lt $deadline ] || die "the stack did not start within 120 s; see $STATE/stack.log"
       sleep 1
     done
