@@ -95,8 +95,20 @@ export const claimedRun = z.object({
   targetKind: z.string(),
   /** containerAttributes.args of the Backup (e.g. the databases to dump). */
   args: z.array(z.string()),
+  /** Run `restic check` after this backup: the Repository was never checked, or not for a day. */
+  checkRepository: z.boolean().optional(),
 });
 export type ClaimedRun = z.infer<typeof claimedRun>;
+
+/** How often a repository's integrity is checked (`restic check`, structure only) by the runs that use it. */
+export const CHECK_INTERVAL_MS = 24 * 60 * 60 * 1000;
+
+/** Is a check due, given the Repository's status.lastCheckTime? */
+export function checkDue(lastCheckTime: string | undefined, now: Date, intervalMs = CHECK_INTERVAL_MS): boolean {
+  if (lastCheckTime === undefined) return true;
+  const last = Date.parse(lastCheckTime);
+  return Number.isNaN(last) || now.getTime() - last >= intervalMs;
+}
 
 export const renewAnswer = z.object({ renewTime: z.string(), leaseDurationSeconds: z.int().min(1) });
 export type RenewAnswer = z.infer<typeof renewAnswer>;

@@ -256,8 +256,11 @@ test('the sidecar of a real Pod claims runs through handle-trigger, backs up, ap
   const snapshotOf = (t: Trigger): string => t.status?.hosts?.find((h) => h.host === 'host-0')?.snapshotId ?? t.status?.snapshotId ?? '';
   const snapshotId = snapshotOf(second);
   assert.match(snapshotId, /^[0-9a-f]{64}$/, JSON.stringify(second.status));
-  const repo = await getCustom<{ status?: { snapshotCount?: number; totalSize?: number } }>('repositories', 'repo');
+  const repo = await getCustom<{ status?: { snapshotCount?: number; totalSize?: number; integrity?: string; lastCheckTime?: string } }>('repositories', 'repo');
   assert.equal(repo?.status?.snapshotCount, 1, `retention kept one snapshot: ${JSON.stringify(repo?.status)}`);
+  // The first run found the repository never checked: its agent ran `restic check` and reported it clean.
+  assert.equal(repo?.status?.integrity, 'True', `integrity after the daily check: ${JSON.stringify(repo?.status)}`);
+  assert.ok(repo?.status?.lastCheckTime !== undefined && !Number.isNaN(Date.parse(repo.status.lastCheckTime)));
   assert.ok((repo?.status?.totalSize ?? 0) > 0);
   const backup = await getCustom<{ status?: { lastSnapshotId?: string } }>('backups', 'app');
   assert.equal(backup?.status?.lastSnapshotId, snapshotId);

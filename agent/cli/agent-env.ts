@@ -116,7 +116,7 @@ export interface RunFacts {
   readonly snapshotId: string;
   readonly bytesAdded: number;
   readonly files: number;
-  readonly repository?: { readonly snapshotCount: number; readonly totalSize: number } | undefined;
+  readonly repository?: { readonly snapshotCount: number; readonly totalSize: number; readonly integrity?: 'True' | 'False' | 'Unknown' } | undefined;
 }
 
 /** The Succeeded outcome of a run. */
@@ -126,7 +126,13 @@ export function succeeded(facts: RunFacts): RunOutcome {
     ...(facts.snapshotId ? { snapshotId: facts.snapshotId } : {}),
     bytes: Math.max(0, Math.round(facts.bytesAdded)),
     files: Math.max(0, Math.round(facts.files)),
-    ...(facts.repository ? { repository: { snapshotCount: facts.repository.snapshotCount, totalSize: facts.repository.totalSize } } : {}),
+    ...(facts.repository ? {
+      repository: {
+        snapshotCount: facts.repository.snapshotCount,
+        totalSize: facts.repository.totalSize,
+        ...(facts.repository.integrity ? { integrity: facts.repository.integrity } : {}),
+      },
+    } : {}),
   };
 }
 

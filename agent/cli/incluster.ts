@@ -25,7 +25,7 @@ import { createFunctionsClient, runClaimedRun, sidecarLoop } from '../cluster/in
 import type { RunResult } from '../cluster/index.ts';
 import { backupDatabase, connectionFromFlags } from '../db/index.ts';
 import { backupRegistry, metricsFileName, pushMetricsText, writeMetricsFile } from '../metrics/metrics.ts';
-import { createRestic } from '../restic/restic.ts';
+import { createRestic, RepositoryDamagedError } from '../restic/restic.ts';
 import type { ResticDriver } from '../restic/restic.ts';
 import type { BackupSummary } from '../restic/types.ts';
 import { forgetArgs } from '../retention/retention.ts';
@@ -178,6 +178,7 @@ async function doRun(w: WorkContext, run: ClaimedRun, signal: AbortSignal): Prom
       if (signal.aborted) throw error;
       log.warn({ err: message(error) }, 'could not read the repository\'s stats; reporting the run without them');
     }
+    if (repository && run.checkRepository === true) repository = { ...repository, integrity: await checkIntegrity(restic, signal, log) };
 
     await reportMetrics(w, run, true, (Date.now() - started) / 1000, summary);
     w.ctx.out.info(`snapshot ${facts.snapshotId.slice(0, 8)} saved for Backup ${run.namespace}/${run.backup} (host ${run.hostname})${forgotten ? `, ${forgotten} old snapshot(s) forgotten` : ''}`);
@@ -288,5 +289,24 @@ export async function runInCluster(command: Command, p: Parsed, ctx: ClusterCont
       return runUpdateRepoStatus(p, ctx, agentSettings(ctx.io.env, str(p, 'backup-name')));
     default:
       throw new UsageError('this command has no in-cluster mode; use --repo and --password-file');
+  }
+}
+
+/**
+ * `restic check` (structure, no data read), asked for by handle-trigger once a day per repository:
+ * True when clean, False when restic finds damage, Unknown when the check itself could not run.
+ */
+async function checkIntegrity(restic: ResticDriver, signal: AbortSignal, log: Logger): Promise<'True' | 'False' | 'Unknown'> {
+  try {
+    await restic.check({ signal });
+    return 'True';
+  } catch (error) {
+    if (signal.aborted) throw error;
+    if (error instanceof RepositoryDamagedError) {
+      log.error({ err: message(error) }, 'the repository check found damage');
+      return 'False';
+    }
+    log.warn({ err: message(error) }, 'the repository check could not run; integrity stays unknown');
+    return 'Unknown';
   }
 }

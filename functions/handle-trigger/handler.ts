@@ -19,6 +19,7 @@ import {
 } from './plan.ts';
 import type { LeaseView, RunTiming, TargetFacts } from './plan.ts';
 import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from '../../shared/agent-protocol.ts';
+import { checkDue } from '../../shared/agent-protocol.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/handle-trigger';
 export const CONTROLLER = 'stash.appscode.com/handle-trigger';
@@ -502,6 +503,7 @@ export async function claim(cfg: HandlerConfig, agent: AgentIdentity, req: Claim
     hostname: req.host,
     targetKind: spec.targetRef.kind,
     args: spec.containerAttributes?.args ?? [],
+    ...(checkDue(repository.status?.lastCheckTime, now(cfg)) ? { checkRepository: true } : {}),
   };
 }
 
