@@ -9,8 +9,6 @@ import { UsageError, isCommand, parseCommand, usage } from './args.ts';
 import type { Command, Parsed } from './args.ts';
 import { createOutput, reportError } from './output.ts';
 import type { CliIo } from './output.ts';
-import { runStandalone } from './standalone.ts';
-import { runInCluster } from './incluster.ts';
 
 export interface MainOptions {
   readonly io?: CliIo;
@@ -57,8 +55,11 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     const signal = options.signal ?? new AbortController().signal;
     if (inCluster(parsed, io.env)) {
       if (parsed.values.repo !== undefined) throw new UsageError(`give either --repo (standalone) or --backup-name/--recovery-name (in a cluster), not both`);
+      // Loaded only in a cluster: it brings the Kubernetes client, which standalone runs do not need.
+      const { runInCluster } = await import('./incluster.ts');
       await runInCluster(command, parsed, { io, out, logger, signal });
     } else {
+      const { runStandalone } = await import('./standalone.ts');
       await runStandalone(command, parsed, { io, out, logger, signal });
     }
     return 0;
