@@ -336,7 +336,14 @@ async function reconcileWith(ctx: Context, key: BackupKey): Promise<Outcome> {
     return refuse(c, raw, 'TargetNotFound', `${what} named by spec.targetRef does not exist: create it or fix spec.targetRef; the sidecar is added once it exists`);
   }
 
-  const siblings = (await c.lister.list(namespace)).map((b) => backupSchema.safeParse({ ...b, apiVersion: API_VERSION, kind: 'Backup' }))
+  // Only Backups of the same workload can compete; the others are not validated (with 1,000
+  // Backups in a namespace, validating every one on every event dominated an event's cost).
+  const sameTarget = (b: KubernetesObject): boolean => {
+    const t = (b as { spec?: { targetRef?: { kind?: unknown; name?: unknown } } }).spec?.targetRef;
+    return t?.kind === target.kind && t.name === target.name;
+  };
+  const siblings = (await c.lister.list(namespace)).filter(sameTarget)
+    .map((b) => backupSchema.safeParse({ ...b, apiVersion: API_VERSION, kind: 'Backup' }))
     .filter((r) => r.success).map((r) => r.data);
   const winner = otherClaimant(backup, siblings);
   if (winner !== undefined) {
