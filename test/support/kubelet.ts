@@ -231,13 +231,23 @@ export async function runContainer(options: RunContainerOptions): Promise<Contai
     script.push(`mkdir -p ${shellQuote(m.target)} && mount --bind ${shellQuote(`${staging}/${m.i}`)} ${shellQuote(m.target)}`);
     if (m.readOnly) script.push(`mount -o remount,bind,ro ${shellQuote(m.target)}`);
   }
-  const program = programFor(container, vars);
+  // "The image": this repository (the agent and Node 24) and restic, bound into staging before the
+  // pod's mounts, so a mount over their location (e.g. an emptyDir at /tmp over a clone in /tmp)
+  // cannot hide them.
+  const image = `${staging}/image`;
+  const resticDir = path.dirname(toolPath('restic'));
+  script.splice(1, 0,
+    `mkdir -p ${shellQuote(`${image}/repo`)} ${shellQuote(`${image}/bin`)}`,
+    `mount --bind ${shellQuote(repoRoot)} ${shellQuote(`${image}/repo`)}`,
+    `mount --bind ${shellQuote(resticDir)} ${shellQuote(`${image}/bin`)}`);
+  const inImage = (p: string): string => (p === repoRoot || p.startsWith(`${repoRoot}/`) ? `${image}/repo${p.slice(repoRoot.length)}` : p);
+  const program = programFor(container, vars).map(inImage);
   script.push(`exec ${program.map(shellQuote).join(' ')}`);
 
   const env: Record<string, string> = {
-    PATH: `${path.dirname(toolPath('restic'))}:${path.join(repoRoot, 'node_modules/.bin')}:${process.env.PATH ?? ''}`,
+    PATH: `${image}/bin:${image}/repo/node_modules/.bin:${process.env.PATH ?? ''}`,
     HOME: '/root',
-    STASH_RESTIC: toolPath('restic'),
+    STASH_RESTIC: `${image}/bin/${path.basename(toolPath('restic'))}`,
     ...Object.fromEntries(vars),
   };
   try {
