@@ -9,6 +9,8 @@ cd "$REPO_ROOT"
 log "lint"; npx eslint .
 log "type-check"; npx tsc -p tsconfig.json
 
+# A fresh control plane: objects left by an earlier run (or a crashed one) must not meet these tests.
+"$REPO_ROOT/scripts/control-plane.sh" down >/dev/null 2>&1 || true
 kubeconfig_line="$("$REPO_ROOT/scripts/control-plane.sh" up | tail -1)"
 export "${kubeconfig_line?}"
 trap '"$REPO_ROOT/scripts/control-plane.sh" down >/dev/null 2>&1 || true' EXIT
