@@ -1,7 +1,7 @@
 /**
  * The local stack's entry (scripts/stack.sh runs it; KUBECONFIG names the control plane):
  *
- *   node scripts/stack.ts serve --state DIR   the four functions and Knative's adapters
+ *   node scripts/stack.ts serve --state DIR   the five functions and Knative's adapters
  *                                             (test/support/stack.ts) until SIGTERM/SIGINT; logs in
  *                                             DIR, URLs in DIR/stack.env once everything is up
  *   node scripts/stack.ts demo --state DIR    the default demo against the running stack: namespace

@@ -1,5 +1,5 @@
 /**
- * The whole of Stash running locally against the real control plane: the four functions as
+ * The whole of Stash running locally against the real control plane: the five functions as
  * separate processes (`node functions/main.ts`, one per STASH_FUNCTION, as the image runs them)
  * and Knative Eventing's real adapters feeding them.
  *
