@@ -18,7 +18,7 @@
  *   node scripts/bench/functions.ts --cleanup NAMESPACE    (after an interrupted run)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, Watch } from '@kubernetes/client-node';
 import type { V1Deployment } from '@kubernetes/client-node';
@@ -32,6 +32,7 @@ const N = Number(process.env.BENCH_N ?? 1000);
 const RATE = Number(process.env.BENCH_RATE ?? 20);
 const SWEEPS = Number(process.env.BENCH_SWEEPS ?? 3);
 const benchDir = process.env.BENCH_DIR ?? '/tmp/stash-bench';
+mkdirSync(benchDir, { recursive: true });
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
 const SIDECAR = 'stash-backup';
