@@ -11,6 +11,8 @@ import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ANNOTATION_BACKUP, ANNOTATION_BACKUP_TEMPLATE, API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
 import { applyObject, emitEvent, ForbiddenError, getObject, InvalidError, kubeCall, NotFoundError } from '../../shared/kube/index.ts';
+import { reconcileBatch } from '../../shared/runtime/index.ts';
+import type { BatchResult as SharedBatchResult } from '../../shared/runtime/index.ts';
 import type { ObjectRef } from '../../shared/kube/index.ts';
 import { servesNamespace } from '../../shared/runtime/index.ts';
 import {
@@ -49,10 +51,7 @@ export interface ObjectKey {
   name: string;
 }
 
-export interface BatchResult {
-  outcomes: Record<string, Outcome>;
-  failures: Record<string, string>;
-}
+export type BatchResult = SharedBatchResult<Outcome>;
 
 /**
  * The API access this handler's code uses, as RBAC rules (for the function's ClusterRole). Server-side
@@ -321,23 +320,12 @@ function changedByApply(before: KubernetesObject, after: KubernetesObject): bool
   return mine(before) !== mine(after);
 }
 
-async function reconcileMany(ctx: Context, keys: TargetKey[]): Promise<BatchResult> {
-  const result: BatchResult = { outcomes: {}, failures: {} };
-  const unique = [...new Map(keys.map((k) => [targetId(k), k])).values()];
-  const queue = [...unique];
-  const worker = async (): Promise<void> => {
-    for (let key = queue.shift(); key !== undefined; key = queue.shift()) {
-      const id = targetId(key);
-      try {
-        result.outcomes[id] = await reconcileWith(ctx, key);
-      } catch (error) {
-        result.failures[id] = (error as Error).message;
-        ctx.log.error({ kind: key.kind, namespace: key.namespace, name: key.name, err: error }, 'reconciling the default backup failed; the next event or sweep retries');
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(4, unique.length) }, worker));
-  return result;
+function reconcileMany(ctx: Context, keys: TargetKey[]): Promise<BatchResult> {
+  return reconcileBatch(keys, {
+    id: targetId,
+    work: (key) => reconcileWith(ctx, key),
+    onError: (key, error) => ctx.log.error({ kind: key.kind, namespace: key.namespace, name: key.name, err: error }, 'reconciling the default backup failed; the next event or sweep retries'),
+  });
 }
 
 function keyOf(object: KubernetesObject): TargetKey {

@@ -8,7 +8,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
+import { createFunctionServer, throwIfAnyFailed, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
@@ -27,13 +27,6 @@ export const invokeSchema = z.object({
 const routes = { '/invoke': invokeSchema };
 type Routes = typeof routes;
 
-function failIfAny(result: BatchResult, what: string): void {
-  const failed = Object.entries(result.failures);
-  if (failed.length === 0) return;
-  // A plain Error: answered with 500 so the event is delivered again (the message stays in the logs).
-  throw new Error(`${failed.length} default backup(s) could not be reconciled for ${what}: ${failed.map(([id, m]) => `${id}: ${m}`).join('; ')}`);
-}
-
 /** Routes one invocation to the handler. */
 export async function handleInvocation(kc: KubeConfig, invocation: Invocation<Routes>, log: Logger, options: HandlerOptions = {}): Promise<BatchResult> {
   switch (invocation.source) {
@@ -50,7 +43,7 @@ export async function handleInvocation(kc: KubeConfig, invocation: Invocation<Ro
         ? { kind: ref.kind, name: ref.name }
         : { kind: ref.kind, namespace: ref.namespace, name: ref.name };
       const result = await reconcileForObject(kc, object, log, options);
-      failIfAny(result, `${ref.kind} ${object.namespace ? `${object.namespace}/` : ''}${ref.name}`);
+      throwIfAnyFailed(result, `${ref.kind} ${object.namespace ? `${object.namespace}/` : ''}${ref.name}`, 'default backup(s)');
       return result;
     }
     case 'ping':

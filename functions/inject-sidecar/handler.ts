@@ -14,6 +14,8 @@ import {
   applyObject, ConflictError, conditionUnchanged, emitEvent, getObject, InvalidError, kubeCall, mergePatch, patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
 import type { Condition, ConditionInput, ObjectRef } from '../../shared/kube/index.ts';
+import { reconcileBatch } from '../../shared/runtime/index.ts';
+import type { BatchResult as SharedBatchResult } from '../../shared/runtime/index.ts';
 import { servesNamespace } from '../../shared/runtime/index.ts';
 import { isApplied, ownsFields } from './compare.ts';
 import {
@@ -415,27 +417,14 @@ export interface ObjectKey {
   name: string;
 }
 
-export interface BatchResult {
-  outcomes: Record<string, Outcome>;
-  failures: Record<string, string>;
-}
+export type BatchResult = SharedBatchResult<Outcome>;
 
-async function reconcileMany(ctx: Context, keys: BackupKey[]): Promise<BatchResult> {
-  const result: BatchResult = { outcomes: {}, failures: {} };
-  const queue = [...keys];
-  const worker = async (): Promise<void> => {
-    for (let key = queue.shift(); key !== undefined; key = queue.shift()) {
-      const id = `${key.namespace}/${key.name}`;
-      try {
-        result.outcomes[id] = await reconcileWith(ctx, key);
-      } catch (error) {
-        result.failures[id] = (error as Error).message;
-        ctx.log.error({ namespace: key.namespace, backup: key.name, err: error }, 'reconciling the Backup failed; the next event or sweep retries');
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(4, keys.length) }, worker));
-  return result;
+function reconcileMany(ctx: Context, keys: BackupKey[]): Promise<BatchResult> {
+  return reconcileBatch(keys, {
+    id: (key) => `${key.namespace}/${key.name}`,
+    work: (key) => reconcileWith(ctx, key),
+    onError: (key, error) => ctx.log.error({ namespace: key.namespace, backup: key.name, err: error }, 'reconciling the Backup failed; the next event or sweep retries'),
+  });
 }
 
 function keyOf(b: KubernetesObject): BackupKey {

@@ -9,7 +9,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
+import { createFunctionServer, throwIfAnyFailed, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
@@ -28,13 +28,6 @@ export const invokeSchema = z.object({
 const routes = { '/invoke': invokeSchema };
 type Routes = typeof routes;
 
-function failIfAny(result: BatchResult, what: string): void {
-  const failed = Object.entries(result.failures);
-  if (failed.length === 0) return;
-  // A plain Error: answered with 500 so the event is delivered again (the message stays in the logs).
-  throw new Error(`${failed.length} Backup(s) could not be reconciled for ${what}: ${failed.map(([id, m]) => `${id}: ${m}`).join('; ')}`);
-}
-
 /** Routes one invocation to the handler. Exported so tests and other functions can follow the shape. */
 export async function handleInvocation(kc: KubeConfig, invocation: Invocation<Routes>, log: Logger, options: HandlerOptions = {}): Promise<BatchResult> {
   switch (invocation.source) {
@@ -46,7 +39,7 @@ export async function handleInvocation(kc: KubeConfig, invocation: Invocation<Ro
       }
       const object: ObjectKey = ref.namespace === undefined ? { kind: ref.kind, name: ref.name } : { kind: ref.kind, namespace: ref.namespace, name: ref.name };
       const result = await reconcileForObject(kc, object, log, options);
-      failIfAny(result, `${ref.kind} ${ref.namespace ? `${ref.namespace}/` : ''}${ref.name}`);
+      throwIfAnyFailed(result, `${ref.kind} ${ref.namespace ? `${ref.namespace}/` : ''}${ref.name}`, 'Backup(s)');
       return result;
     }
     case 'ping':

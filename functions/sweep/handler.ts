@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import { API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
 import type { Backup, BackupTrigger } from '../../shared/api/index.ts';
 import { AlreadyExistsError, ConflictError, emitEvent, getObject, kubeCall, NotFoundError, patchStatus } from '../../shared/kube/index.ts';
+import { forEachLimited } from '../../shared/runtime/index.ts';
+export { forEachLimited } from '../../shared/runtime/index.ts';
 import type { Invocation } from '../../shared/runtime/index.ts';
 import { servesNamespace, TransientError } from '../../shared/runtime/index.ts';
 import { planSchedules } from './plan.ts';
@@ -77,17 +79,6 @@ export async function listServed<T>(kc: KubeConfig, plural: string, pageSize: nu
 }
 
 /** Runs `work` over `items` with at most `limit` in flight; never rejects. */
-export async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const runners = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) {
-      const item = items[next++] as T;
-      await work(item);
-    }
-  });
-  await Promise.all(runners);
-}
-
 async function createTrigger(kc: KubeConfig, trigger: BackupTrigger): Promise<'created' | 'exists'> {
   const api = kc.makeApiClient(CustomObjectsApi);
   const namespace = trigger.metadata.namespace ?? 'default';

@@ -7,3 +7,5 @@ export type {
 } from './invocation.ts';
 export { InvalidNamespacesError, NAMESPACES_ENV, namespacesFromEnv, servesNamespace } from './namespaces.ts';
 export { InvalidPortError, portFromEnv, runIfMain } from './main.ts';
+export { forEachLimited, reconcileBatch, throwIfAnyFailed } from './batch.ts';
+export type { BatchResult } from './batch.ts';
