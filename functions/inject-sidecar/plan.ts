@@ -11,9 +11,8 @@ import { agentName } from '../../shared/api/index.ts';
 import type { AgentTemplate, Backup, Container, Repository } from '../../shared/api/index.ts';
 import type { ConditionInput } from '../../shared/kube/index.ts';
 import { agentReportingEnv, agentVolumeMounts, agentVolumes, LOCAL_REPOSITORY_VOLUME } from '../../shared/agent-pod.ts';
-export {
-  DEFAULT_FUNCTIONS_URL, LOCAL_REPOSITORY_VOLUME, SECRET_PATH, SECRET_VOLUME, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_EXPIRATION_SECONDS, TOKEN_PATH, TOKEN_VOLUME,
-} from '../../shared/agent-pod.ts';
+/** Where this function's agents report unless told otherwise (options.functionsUrl). */
+export { DEFAULT_FUNCTIONS_URL } from '../../shared/agent-pod.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/inject-sidecar';
 export const FINALIZER = 'stash.appscode.com/inject-sidecar';

@@ -7,9 +7,8 @@ import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount }
 import { agentName, API_VERSION } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Backup, BackupTrigger, Container, HostRun, Repository } from '../../shared/api/index.ts';
 import { agentReportingEnv, agentVolumeMounts, agentVolumes, LOCAL_REPOSITORY_VOLUME } from '../../shared/agent-pod.ts';
-export {
-  DEFAULT_FUNCTIONS_URL, LOCAL_REPOSITORY_VOLUME, SECRET_PATH, SECRET_VOLUME, TOKEN_AUDIENCE, TOKEN_DIR, TOKEN_EXPIRATION_SECONDS, TOKEN_PATH, TOKEN_VOLUME,
-} from '../../shared/agent-pod.ts';
+/** Where this function's agents report unless told otherwise (options.functionsUrl). */
+export { DEFAULT_FUNCTIONS_URL } from '../../shared/agent-pod.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/launch-db-job';
 export const CONTROLLER = 'stash.appscode.com/launch-db-job';
