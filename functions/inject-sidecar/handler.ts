@@ -338,23 +338,29 @@ async function reconcileWith(ctx: Context, key: BackupKey): Promise<Outcome> {
     return refuse(c, raw, 'TargetNotFound', `${what} named by spec.targetRef does not exist: create it or fix spec.targetRef; the sidecar is added once it exists`);
   }
 
-  // Only Backups of the same workload can compete; the others are not validated (with 1,000
-  // Backups in a namespace, validating every one on every event dominated an event's cost).
-  const sameTarget = (b: KubernetesObject): boolean => {
-    const t = (b as { spec?: { targetRef?: { kind?: unknown; name?: unknown } } }).spec?.targetRef;
-    return t?.kind === target.kind && t.name === target.name;
-  };
-  const siblings = (await c.lister.list(namespace)).filter(sameTarget)
-    .map((b) => backupSchema.safeParse({ ...b, apiVersion: API_VERSION, kind: 'Backup' }))
-    .filter((r) => r.success).map((r) => r.data);
-  const winner = otherClaimant(backup, siblings);
-  if (winner !== undefined) {
-    return refuse(c, raw, 'TargetHasAnotherBackup',
-      `${what} is already backed up by Backup ${namespace}/${winner.metadata.name ?? ''} (the older one); a workload carries one backup sidecar: ` +
-      `delete one of the two Backups, or list this Backup's directories in the other one`);
+  const plan = planSidecar({ backup, agentTemplate, repository, workload, options: c.options });
+  // A Backup whose sidecar is already on this workload holds it (a competitor is either newer, or
+  // was refused before this one was applied): the steady state skips listing the namespace's Backups.
+  const holdsSidecar = meta(raw).annotations?.[TARGET_ANNOTATION] === targetKey(target.kind, target.name) && plan.action === 'apply' &&
+    isApplied(workload as unknown as Record<string, unknown>, plan.applyConfig as unknown as Record<string, unknown>, FIELD_MANAGER);
+  if (!holdsSidecar) {
+    // Only Backups of the same workload can compete; the others are not validated (with 1,000
+    // Backups in a namespace, validating every one on every event dominated an event's cost).
+    const sameTarget = (b: KubernetesObject): boolean => {
+      const t = (b as { spec?: { targetRef?: { kind?: unknown; name?: unknown } } }).spec?.targetRef;
+      return t?.kind === target.kind && t.name === target.name;
+    };
+    const siblings = (await c.lister.list(namespace)).filter(sameTarget)
+      .map((b) => backupSchema.safeParse({ ...b, apiVersion: API_VERSION, kind: 'Backup' }))
+      .filter((r) => r.success).map((r) => r.data);
+    const winner = otherClaimant(backup, siblings);
+    if (winner !== undefined) {
+      return refuse(c, raw, 'TargetHasAnotherBackup',
+        `${what} is already backed up by Backup ${namespace}/${winner.metadata.name ?? ''} (the older one); a workload carries one backup sidecar: ` +
+        `delete one of the two Backups, or list this Backup's directories in the other one`);
+    }
   }
 
-  const plan = planSidecar({ backup, agentTemplate, repository, workload, options: c.options });
   if (plan.action === 'none') {
     log.debug({ reason: plan.reason }, 'no sidecar');
     return 'skipped';
