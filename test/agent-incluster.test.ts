@@ -127,7 +127,7 @@ before(async () => {
 
   server = await createHandleTriggerServer({
     kc: cluster.kc, timing: { leaseDurationSeconds: 6, pendingTimeoutSeconds: 600 }, logger: log,
-  }).listen(0, '127.0.0.1');
+  }).listen(0, { host: '127.0.0.1' });
 
   await waitFor('ServiceAccount default', async () => {
     const sas = await core().listNamespacedServiceAccount({ namespace: ns });

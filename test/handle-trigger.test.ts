@@ -148,7 +148,7 @@ before(async () => {
     // Only this file's namespace: the sweep never walks (or acts on) other tests' runs.
     namespaces: [ns],
   });
-  server = await handleTrigger.listen(0, '127.0.0.1');
+  server = await handleTrigger.listen(0, { host: '127.0.0.1' });
   // The ServiceAccount controller makes `default`; pods cannot be admitted before it exists.
   await waitFor('ServiceAccount default', async () => {
     const sas = await cluster.kc.makeApiClient(CoreV1Api).listNamespacedServiceAccount({ namespace: ns });
@@ -427,7 +427,7 @@ test('STASH_NAMESPACES: a server for other namespaces ignores this namespace\'s 
   const elsewhere = await createHandleTriggerServer({
     kc: cluster.kc, timing: { leaseDurationSeconds: LEASE_SECONDS, pendingTimeoutSeconds: 600 },
     logger: pino({ level: 'silent' }), ...optionsFromEnv({ STASH_NAMESPACES: `${ns}-elsewhere,${ns}-too` }),
-  }).listen(0, '127.0.0.1');
+  }).listen(0, { host: '127.0.0.1' });
   try {
     await applyYaml(cluster, `
 apiVersion: stash.appscode.com/v1alpha2

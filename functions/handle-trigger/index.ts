@@ -3,18 +3,13 @@
 // protocol and the trigger endpoint answer with their own status codes (routes.ts), mounted in
 // front of the runtime's app. Run: `node functions/handle-trigger/index.ts` (PORT, KUBECONFIG,
 // LOG_LEVEL, STASH_LEASE_DURATION_SECONDS, STASH_PENDING_TIMEOUT_SECONDS, STASH_NAMESPACES).
-import { createServer } from 'node:http';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import express from 'express';
 import type { Express } from 'express';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, invokeRefSchema, namespacesFromEnv, servesNamespace } from '../../shared/runtime/index.ts';
-import { portFromEnv } from '../../shared/runtime/index.ts';
-import type { Invocation } from '../../shared/runtime/index.ts';
+import { createFunctionServer, invokeRefSchema, namespacesFromEnv, portFromEnv, servesNamespace } from '../../shared/runtime/index.ts';
+import type { Invocation, ListenOptions, RunningServer } from '../../shared/runtime/index.ts';
 import { reconcileBackupHistory, reconcileTrigger, resync } from './handler.ts';
 import type { HandlerConfig } from './handler.ts';
 import type { RunTiming } from './plan.ts';
@@ -35,7 +30,8 @@ export interface HandleTriggerOptions {
 export interface HandleTriggerServer {
   app: Express;
   config: HandlerConfig;
-  listen(port: number, host?: string): Promise<{ server: Server; port: number; url: string; close(): Promise<void> }>;
+  /** Signal handling is off unless asked for (main() asks). */
+  listen(port: number, options?: ListenOptions): Promise<RunningServer>;
 }
 
 function envSeconds(name: string, fallback: number): number {
@@ -91,37 +87,10 @@ export function createHandleTriggerServer(options: HandleTriggerOptions = {}): H
     ...(options.now ? { now: options.now } : {}),
     ...(options.namespaces === undefined ? {} : { namespaces: [...options.namespaces] }),
   };
-  const events = createFunctionServer({ name: FUNCTION_NAME, logger, routes, handle: (invocation) => dispatch(config, invocation) });
-  const app = express();
-  app.disable('x-powered-by');
-  app.set('etag', false);
-  app.use(protocolRouter(config));
-  app.use(events.app);
-
-  async function listen(port: number, host = '0.0.0.0') {
-    const server = createServer(app);
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => { resolve(); });
-    });
-    const address = server.address() as AddressInfo;
-    let closing: Promise<void> | undefined;
-    const close = (): Promise<void> => {
-      closing ??= new Promise<void>((resolve, reject) => {
-        const sweep = setInterval(() => { server.closeIdleConnections(); }, 50);
-        server.close((error) => {
-          clearInterval(sweep);
-          if (error) reject(error);
-          else resolve();
-        });
-        server.closeIdleConnections();
-      });
-      return closing;
-    };
-    config.log.info({ port: address.port }, 'listening');
-    return { server, port: address.port, url: `http://${host === '0.0.0.0' ? '127.0.0.1' : host}:${address.port}`, close };
-  }
-  return { app, config, listen };
+  const server = createFunctionServer({
+    name: FUNCTION_NAME, logger, routes, routers: [protocolRouter(config)], handle: (invocation) => dispatch(config, invocation),
+  });
+  return { app: server.app, config, listen: (port, options) => server.listen(port, { handleSignals: false, ...options }) };
 }
 
 /** Options from the environment: STASH_NAMESPACES limits what is served (timing is read by the server). */
@@ -132,16 +101,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Pick<Handl
 
 /** Entry point: PORT (8080), KUBECONFIG or the in-cluster ServiceAccount, STASH_NAMESPACES. */
 export async function main(): Promise<void> {
-  const server = createHandleTriggerServer(optionsFromEnv());
-  const running = await server.listen(portFromEnv());
-  const stop = (signal: NodeJS.Signals): void => {
-    server.config.log.info({ signal }, 'draining in-flight requests before exit');
-    const timeout = setTimeout(() => process.exit(1), 30_000);
-    timeout.unref();
-    running.close().then(() => process.exit(0), () => process.exit(1));
-  };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  // The runtime drains in-flight requests on SIGTERM/SIGINT, then exits.
+  await createHandleTriggerServer(optionsFromEnv()).listen(portFromEnv(), { handleSignals: true });
 }
 
 if (import.meta.main) await main();

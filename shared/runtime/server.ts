@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import type { Express, NextFunction, Request, Response } from 'express';
+import type { Express, NextFunction, Request, RequestHandler, Response } from 'express';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
@@ -32,6 +32,8 @@ export interface FunctionServerOptions<R extends HttpRoutes, P> {
   logger?: Logger;
   /** Largest accepted body (bytes or an express size string). Default '1mb'. */
   bodyLimit?: number | string;
+  /** Express routers of the function's own (e.g. a protocol with its own answers), mounted before the 404/405 catch-all. */
+  routers?: readonly RequestHandler[];
 }
 
 export interface ListenOptions {
@@ -138,6 +140,8 @@ export function createFunctionServer<R extends HttpRoutes = Record<never, z.ZodT
       await run(req, res, (raw) => parseHttpRequest<R>(raw, path, schema));
     });
   }
+
+  for (const router of options.routers ?? []) app.use(router);
 
   app.use((req: Request, res: Response) => {
     const known = [EVENT_PATH, ...Object.keys(routes)];
