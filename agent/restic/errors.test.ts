@@ -30,4 +30,18 @@ describe('backend retries', () => {
       ['s3', 'gcs', 'azure', 'b2', 'swift', 'sftp', 'rest', 'local']);
     for (const k of ['s3', 'gcs', 'azure', 'b2', 'swift', 'sftp', 'rest', 'rclone', 'local'] as const) assert.ok(credentialsHint(k).length > 20);
   });
+  it('sftp: ssh\'s refusals, and restic\'s session error without ssh\'s reason, name the Secret keys to check', () => {
+    const repository = 'sftp://root@127.0.0.1:2222//srv/repo';
+    const classify = (stderr: string) => classifyFailure({ operation: 'snapshots', repository, exitCode: 1, stderr });
+    const denied = classify('subprocess ssh: root@127.0.0.1: Permission denied (publickey).\nFatal: unable to open repository at sftp://root@127.0.0.1:2222//srv/repo: unable to start the sftp session, error: EOF');
+    assert.ok(denied instanceof BackendCredentialsError);
+    assert.match(denied.message, /SSH_PRIVATE_KEY/);
+    const hostKey = classify('subprocess ssh: Host key verification failed.\nFatal: unable to open repository at sftp://x: unable to start the sftp session, error: EOF');
+    assert.ok(hostKey instanceof BackendCredentialsError);
+    assert.match(hostKey.message, /host key is not the one in SSH_KNOWN_HOSTS.*ssh-keyscan/);
+    // restic's stderr reader lost the race with ssh's exit: only restic's own line is left.
+    const raced = classify('Fatal: unable to open repository at sftp://root@127.0.0.1:2222//srv/repo: unable to start the sftp session, error: error receiving version packet from server: error reading packet length: 0 of 4: read |0: file already closed');
+    assert.ok(raced instanceof BackendCredentialsError);
+    assert.match(raced.message, /ssh closed the connection before the SFTP session started.*SSH_PRIVATE_KEY.*SSH_KNOWN_HOSTS/);
+  });
 });

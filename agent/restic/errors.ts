@@ -131,6 +131,20 @@ export function classifyFailure(input: FailureInput): ResticError {
   if (credentials.test(detail)) {
     return credentialsError(where, repository, exitCode, detail);
   }
+  if (/Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED/i.test(detail)) {
+    return new BackendCredentialsError(
+      `${where} failed: the sftp server's host key is not the one in SSH_KNOWN_HOSTS; if the server's key really changed, replace SSH_KNOWN_HOSTS in the storage Secret with the output of \`ssh-keyscan -p PORT HOST\``,
+      exitCode, detail);
+  }
+  if (/unable to start the sftp session/i.test(detail)) {
+    // restic reads ssh's stderr in a goroutine that can lose the race with ssh's exit, so ssh's
+    // own reason ("Permission denied (publickey)", "Host key verification failed") is not always
+    // in restic's output: name everything that ends a session before it starts.
+    return new BackendCredentialsError(
+      `${where} failed: ssh closed the connection before the SFTP session started; check that the server accepts SSH_PRIVATE_KEY for the user in the repository URL, ` +
+        'that SSH_KNOWN_HOSTS holds the server\'s host key, and that the server offers the sftp subsystem',
+      exitCode, detail);
+  }
   if (unreachable.test(detail)) {
     return new RepositoryUnreachableError(
       `${where} failed: the storage backend is unreachable (${firstLine(detail)}); check the endpoint, DNS, network policy and CA certificate`,

@@ -25,6 +25,8 @@ export interface SftpServer {
   readonly knownHosts: string;
   /** Another valid private key that the server does not authorize. */
   readonly strangerPrivateKey: string;
+  /** What sshd has logged so far (LogLevel VERBOSE: connections, accepted and failed keys). */
+  log(): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -67,7 +69,8 @@ export async function startSshd(): Promise<SftpServer> {
     // RuntimeDirectory=sshd creates for the system sshd); creating it changes nothing else.
     await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
   }
-  const server = await startProcess('sshd', SSHD, ['-D', '-e', '-f', configFile], { logFile: path.join(dir, 'sshd.log') });
+  const logFile = path.join(dir, 'sshd.log');
+  const server = await startProcess('sshd', SSHD, ['-D', '-e', '-f', configFile], { logFile });
   await waitReady(server, `sshd on 127.0.0.1:${port}`, () => acceptsConnections(port));
   const hostPublic = hostKey.publicKey.split(' ').slice(0, 2).join(' ');
   return {
@@ -75,6 +78,7 @@ export async function startSshd(): Promise<SftpServer> {
     clientPrivateKey: client.privateKey,
     strangerPrivateKey: stranger.privateKey,
     knownHosts: `[127.0.0.1]:${port} ${hostPublic}\n`,
+    log: () => readFile(logFile, 'utf8'),
     async stop() {
       await server.stop();
       await rm(dir, { recursive: true, force: true });
