@@ -6,7 +6,7 @@
 // both are validated before either is written), so an unchanged template and unchanged
 // annotations write nothing. Workloads have no status Stash writes: every problem is a Warning
 // Event on the target. Only objects carrying this function's labels are ever deleted.
-import { CoreV1Api, CustomObjectsApi, KubernetesObjectApi, setHeaderOptions } from '@kubernetes/client-node';
+import { CoreV1Api, CustomObjectsApi, setHeaderOptions } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ANNOTATION_BACKUP, ANNOTATION_BACKUP_TEMPLATE, API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
@@ -20,6 +20,7 @@ import {
   readDefaultBackupRequest, TARGET_KINDS, TEMPLATE_LABEL, templateLabelValue,
 } from './plan.ts';
 import type { Refusal, StorageSecretState, Target } from './plan.ts';
+import { apiClient, objectApi } from '../../shared/kube/index.ts';
 
 export const REPORTING_CONTROLLER = FIELD_MANAGER;
 const EVENT_ACTION = 'ExpandTemplate';
@@ -107,7 +108,7 @@ function stashRef(kind: 'Repository' | 'Backup', namespace: string, name: string
 
 /** Every object of `kind` (in `namespace`, or in all namespaces; metadata at least), following list continuations; none when the kind is not served. */
 export async function listObjects(kc: KubeConfig, apiVersion: string, kind: string, namespace?: string): Promise<KubernetesObject[]> {
-  const api = KubernetesObjectApi.makeApiClient(kc);
+  const api = objectApi(kc);
   const items: KubernetesObject[] = [];
   let token: string | undefined;
   try {
@@ -129,7 +130,7 @@ export async function listObjects(kc: KubeConfig, apiVersion: string, kind: stri
 
 /** Every Stash object of `plural` in `namespace` (or all namespaces), whole (KubernetesObjectApi keeps only the metadata of custom resources). */
 export async function listStash(kc: KubeConfig, kind: 'Backup' | 'Repository', namespace?: string, labelSelector?: string): Promise<KubernetesObject[]> {
-  const api = kc.makeApiClient(CustomObjectsApi);
+  const api = apiClient(kc, CustomObjectsApi);
   const plural = kind === 'Backup' ? 'backups' : 'repositories';
   const items: KubernetesObject[] = [];
   let token: string | undefined;
@@ -152,7 +153,7 @@ async function listServed(ctx: Context, apiVersion: string, kind: string): Promi
 
 /** Whether Secret `name` exists in `namespace`, read as metadata only (no Secret value reaches this function). */
 async function storageSecretState(ctx: Context, namespace: string, name: string): Promise<StorageSecretState> {
-  const api = ctx.kc.makeApiClient(CoreV1Api);
+  const api = apiClient(ctx.kc, CoreV1Api);
   try {
     await kubeCall(`get metadata of Secret ${namespace}/${name}`, () => api.readNamespacedSecret({ name, namespace },
       setHeaderOptions('Accept', 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1')));
@@ -180,7 +181,7 @@ async function warn(ctx: Context, target: KubernetesObject, refusal: Refusal): P
  */
 async function removeGenerated(ctx: Context, key: TargetKey, target: KubernetesObject | undefined): Promise<boolean> {
   const name = generatedName(key.kind, key.name);
-  const api = KubernetesObjectApi.makeApiClient(ctx.kc);
+  const api = objectApi(ctx.kc);
   const removed: string[] = [];
   for (const kind of ['Backup', 'Repository'] as const) {
     const ref = stashRef(kind, key.namespace, name);

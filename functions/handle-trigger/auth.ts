@@ -7,6 +7,7 @@ import type { KubeConfig, V1OwnerReference, V1Pod, V1UserInfo } from '@kubernete
 import { GROUP } from '../../shared/api/index.ts';
 import { ForbiddenError, getObject, kubeCall, NotFoundError } from '../../shared/kube/index.ts';
 import { AGENT_AUDIENCE } from '../../shared/agent-protocol.ts';
+import { apiClient } from '../../shared/kube/index.ts';
 
 /** An answer other than 200: status and a message that says what failed and the fix. */
 export class HttpError extends Error {
@@ -34,7 +35,7 @@ export function bearerToken(header: string | undefined): string {
 
 /** TokenReview of `token`; 401 when the apiserver does not accept it (for these audiences). */
 export async function reviewToken(kc: KubeConfig, token: string, audiences?: string[]): Promise<V1UserInfo> {
-  const api = kc.makeApiClient(AuthenticationV1Api);
+  const api = apiClient(kc, AuthenticationV1Api);
   const review = await kubeCall('create TokenReview', () => api.createTokenReview({
     body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, ...(audiences ? { audiences } : {}) } },
   }));
@@ -76,7 +77,7 @@ export async function authenticateAgent(kc: KubeConfig, authorization: string | 
     throw new HttpError(401, `the token of ${user.username ?? 'an unknown user'} is not a ServiceAccount token bound to a Pod; mount a projected serviceAccountToken volume (audience "stash") into the agent`);
   }
   const namespace = sa[1];
-  const api = kc.makeApiClient(CoreV1Api);
+  const api = apiClient(kc, CoreV1Api);
   let pod: V1Pod;
   try {
     pod = await kubeCall(`get Pod ${namespace}/${podName}`, () => api.readNamespacedPod({ namespace, name: podName }));
@@ -164,7 +165,7 @@ export function podNode(pod: V1Pod): string | undefined {
 /** The user behind a person's or CI's token, allowed to create BackupTriggers in `namespace`; 401/403 otherwise. */
 export async function authorizeTriggerCreation(kc: KubeConfig, authorization: string | undefined, namespace: string): Promise<V1UserInfo> {
   const user = await reviewToken(kc, bearerToken(authorization));
-  const api = kc.makeApiClient(AuthorizationV1Api);
+  const api = apiClient(kc, AuthorizationV1Api);
   const review = await kubeCall('create SubjectAccessReview', () => api.createSubjectAccessReview({
     body: {
       apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',

@@ -20,6 +20,7 @@ import {
 import type { LeaseView, RunTiming, TargetFacts } from './plan.ts';
 import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from '../../shared/agent-protocol.ts';
 import { checkDue } from '../../shared/agent-protocol.ts';
+import { apiClient } from '../../shared/kube/index.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/handle-trigger';
 export const CONTROLLER = 'stash.appscode.com/handle-trigger';
@@ -89,7 +90,7 @@ async function readBackup(cfg: HandlerConfig, namespace: string, name: string): 
 }
 
 async function listTriggers(cfg: HandlerConfig, namespace?: string): Promise<StoredTrigger[]> {
-  const api = cfg.kc.makeApiClient(CustomObjectsApi);
+  const api = apiClient(cfg.kc, CustomObjectsApi);
   const list = await kubeCall(`list BackupTriggers${namespace ? ` in ${namespace}` : ''}`, () => namespace === undefined
     ? api.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })
     : api.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL })) as { items?: unknown[] };
@@ -133,7 +134,7 @@ async function targetFacts(cfg: HandlerConfig, backup: StoredBackup): Promise<Ta
   if (object === undefined) return facts;
   if (kind === 'StatefulSet') facts.replicas = object.spec?.replicas ?? 1;
   if (kind === 'DaemonSet') {
-    const pods = await kubeCall(`list Pods in ${namespace}`, () => cfg.kc.makeApiClient(CoreV1Api).listNamespacedPod({ namespace }));
+    const pods = await kubeCall(`list Pods in ${namespace}`, () => apiClient(cfg.kc, CoreV1Api).listNamespacedPod({ namespace }));
     facts.nodeNames = pods.items
       .filter((p) => p.metadata?.deletionTimestamp === undefined && p.metadata?.ownerReferences?.some((r) => r.uid === object.metadata?.uid))
       .map(podNode).filter((n): n is string => n !== undefined);
@@ -143,7 +144,7 @@ async function targetFacts(cfg: HandlerConfig, backup: StoredBackup): Promise<Ta
 
 async function readLease(cfg: HandlerConfig, namespace: string, name: string): Promise<V1Lease | undefined> {
   try {
-    return await kubeCall(`get Lease ${namespace}/${name}`, () => cfg.kc.makeApiClient(CoordinationV1Api).readNamespacedLease({ namespace, name }));
+    return await kubeCall(`get Lease ${namespace}/${name}`, () => apiClient(cfg.kc, CoordinationV1Api).readNamespacedLease({ namespace, name }));
   } catch (error) {
     if (error instanceof NotFoundError) return undefined;
     throw error;
@@ -206,7 +207,7 @@ async function recordOnBackup(cfg: HandlerConfig, trigger: StoredTrigger, backup
 async function pruneHistory(cfg: HandlerConfig, backup: StoredBackup): Promise<string[]> {
   const ns = backup.metadata.namespace;
   const names = triggersToPrune(await triggersOf(cfg, ns, backup.metadata.name), backup.spec.backupHistoryLimit);
-  const api = cfg.kc.makeApiClient(CustomObjectsApi);
+  const api = apiClient(cfg.kc, CustomObjectsApi);
   for (const name of names) {
     try {
       await kubeCall(`delete BackupTrigger ${ns}/${name}`, () => api.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name }));
@@ -395,7 +396,7 @@ function microTime(at: Date): Date {
 async function acquireLease(cfg: HandlerConfig, backup: StoredBackup, host: string, trigger: string, pod: string): Promise<boolean> {
   const ns = backup.metadata.namespace;
   const name = leaseName(backup.metadata.name, host);
-  const api = cfg.kc.makeApiClient(CoordinationV1Api);
+  const api = apiClient(cfg.kc, CoordinationV1Api);
   const current = await readLease(cfg, ns, name);
   const at = now(cfg);
   const decision = leaseDecision(leaseView(current), current !== undefined, pod, at);
@@ -414,7 +415,7 @@ async function acquireLease(cfg: HandlerConfig, backup: StoredBackup, host: stri
 
 /** Gives the lease up if `pod` still holds it. */
 async function releaseLease(cfg: HandlerConfig, namespace: string, name: string, pod: string): Promise<void> {
-  const api = cfg.kc.makeApiClient(CoordinationV1Api);
+  const api = apiClient(cfg.kc, CoordinationV1Api);
   await retryOnConflict(async () => {
     const lease = await readLease(cfg, namespace, name);
     if (lease?.spec?.holderIdentity !== pod) return;
@@ -521,7 +522,7 @@ async function agentRun(cfg: HandlerConfig, agent: AgentIdentity, req: { namespa
 export async function renew(cfg: HandlerConfig, agent: AgentIdentity, req: RenewRequest): Promise<RenewAnswer> {
   const { trigger, backup } = await agentRun(cfg, agent, req);
   const name = leaseName(backup.metadata.name, req.host);
-  const api = cfg.kc.makeApiClient(CoordinationV1Api);
+  const api = apiClient(cfg.kc, CoordinationV1Api);
   return retryOnConflict(async () => {
     const lease = await readLease(cfg, req.namespace, name);
     const entry = trigger.status?.hosts?.find((h) => h.host === req.host);
@@ -585,7 +586,7 @@ export async function createManualTrigger(cfg: HandlerConfig, namespace: string,
     },
     spec: { targetBackup: { name: backupName }, origin: 'Manual' },
   };
-  const api = cfg.kc.makeApiClient(CustomObjectsApi);
+  const api = apiClient(cfg.kc, CustomObjectsApi);
   const created = await kubeCall(`create BackupTrigger for Backup ${namespace}/${backupName}`, () =>
     api.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL, body })) as { metadata?: { name?: string } };
   const name = created.metadata?.name ?? '';

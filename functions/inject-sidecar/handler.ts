@@ -19,10 +19,11 @@ import type { BatchResult as SharedBatchResult } from '../../shared/runtime/inde
 import { servesNamespace } from '../../shared/runtime/index.ts';
 import { isApplied, ownsFields } from './compare.ts';
 import {
-  describeWorkload, FIELD_MANAGER, FINALIZER, otherClaimant, planSidecar, refusal, removalConfig, TARGET_ANNOTATION, unsupportedTargetMessage,
-  WORKLOAD_KINDS,
+  describeWorkload, FIELD_MANAGER, FINALIZER, otherClaimant, planSidecar, refusal, removalConfig, sidecarVerified, TARGET_ANNOTATION, TARGET_LABEL,
+  targetLabelValue, unsupportedTargetMessage, WORKLOAD_KINDS, workloadUnchangedSince,
 } from './plan.ts';
-import type { PlanOptions, RefusalReason, Workload } from './plan.ts';
+import type { BackupState, PlanOptions, RefusalReason, SidecarStatus, Workload } from './plan.ts';
+import { apiClient } from '../../shared/kube/index.ts';
 
 export const REPORTING_CONTROLLER = FIELD_MANAGER;
 export const SIDECAR_CONDITION = 'SidecarInjected';
@@ -61,6 +62,12 @@ export class BackupLister {
     this.namespaces = namespaces === undefined ? undefined : [...namespaces];
   }
 
+  /** The Backups of `namespace` if this invocation has listed them already, else undefined. */
+  cached(namespace: string): Promise<KubernetesObject[]> | undefined {
+    if (this.all !== undefined) return this.all.then((items) => items.filter((b) => b.metadata?.namespace === namespace));
+    return this.byNamespace.get(namespace);
+  }
+
   /** The Backups in `namespace`, or in every namespace this function serves. */
   list(namespace?: string): Promise<KubernetesObject[]> {
     if (namespace === undefined) {
@@ -81,13 +88,14 @@ export class BackupLister {
 }
 
 /** Every Backup (in `namespace`, or in all namespaces), following list continuations. */
-export async function listBackups(kc: KubeConfig, namespace?: string): Promise<KubernetesObject[]> {
-  const api = kc.makeApiClient(CustomObjectsApi);
+export async function listBackups(kc: KubeConfig, namespace?: string, labelSelector?: string): Promise<KubernetesObject[]> {
+  const api = apiClient(kc, CustomObjectsApi);
   const items: KubernetesObject[] = [];
   let token: string | undefined;
   do {
-    const common = { group: GROUP, version: VERSION, plural: 'backups', limit: 500, _continue: token };
-    const page = await kubeCall(`list Backups${namespace ? ` in namespace ${namespace}` : ' in all namespaces'}`, () => (namespace === undefined
+    const common = { group: GROUP, version: VERSION, plural: 'backups', limit: 500, _continue: token, ...(labelSelector === undefined ? {} : { labelSelector }) };
+    const what = `list Backups${namespace ? ` in namespace ${namespace}` : ' in all namespaces'}${labelSelector === undefined ? '' : ` with ${labelSelector}`}`;
+    const page = await kubeCall(what, () => (namespace === undefined
       ? api.listClusterCustomObject(common)
       : api.listNamespacedCustomObject({ ...common, namespace }))) as { items?: KubernetesObject[]; metadata?: { continue?: string } };
     for (const item of page.items ?? []) items.push({ ...item, apiVersion: API_VERSION, kind: 'Backup' });
@@ -139,57 +147,116 @@ function describeIssues(error: { issues: readonly { path: readonly PropertyKey[]
   return error.issues.slice(0, 5).map((i) => `${formatPath(i.path) || '(root)'}: ${i.message}`).join('; ');
 }
 
-/** Per-invocation context: the clock, plan options, a logger and the Backup lister. */
+/**
+ * Per-invocation context: the clock, plan options, a logger, the Backup lister, and the
+ * AgentTemplates and Repositories read so far (a sweep over 1,000 Backups reads each once).
+ */
 interface Context {
   kc: KubeConfig;
   log: Logger;
   options: HandlerOptions;
   lister: BackupLister;
   now: () => Date;
+  reads: Map<string, Promise<KubernetesObject | undefined>>;
 }
 
 function context(kc: KubeConfig, log: Logger, options: HandlerOptions, lister?: BackupLister): Context {
-  return { kc, log, options, lister: lister ?? new BackupLister(kc, options.namespaces), now: options.now ?? (() => new Date()) };
+  return { kc, log, options, lister: lister ?? new BackupLister(kc, options.namespaces), now: options.now ?? (() => new Date()), reads: new Map() };
+}
+
+/** getObject, once per object and invocation (for the objects many Backups share). */
+function readShared(ctx: Context, ref: ObjectRef): Promise<KubernetesObject | undefined> {
+  const key = `${ref.apiVersion}/${ref.kind}/${ref.namespace ?? ''}/${ref.name}`;
+  let read = ctx.reads.get(key);
+  if (read === undefined) {
+    read = getObject(ctx.kc, ref);
+    ctx.reads.set(key, read);
+    read.catch(() => ctx.reads.delete(key)); // a failed read is not remembered
+  }
+  return read;
 }
 
 /**
- * Writes `conditions` into the Backup's status unless they are already there; emits `event`
- * (on the Backup) only when something changed. Retries on a stale resourceVersion.
+ * The Backups in `namespace` whose targetRef names `target`: from the invocation's full list
+ * when a sweep already read it, else by TARGET_LABEL (Backups not labelled yet are missed here
+ * and found by the resync, which labels them).
+ */
+async function backupsTargeting(ctx: Context, namespace: string, target: { kind: string; name: string }): Promise<KubernetesObject[]> {
+  return (await labelledFor(ctx, namespace, target)).filter((b) => {
+    const t = specOf(b).targetRef;
+    return t?.kind === target.kind && t.name === target.name;
+  });
+}
+
+/**
+ * The Backups of `namespace` labelled for `target`, and those with no target label yet (created
+ * while no event reached this function; normally none); all of the namespace's when a sweep
+ * listed them already.
+ */
+async function labelledFor(ctx: Context, namespace: string, target: { kind: string; name: string }): Promise<KubernetesObject[]> {
+  const listed = ctx.lister.cached(namespace);
+  if (listed !== undefined) return listed;
+  const [labelled, unlabelled] = await Promise.all([
+    listBackups(ctx.kc, namespace, `${TARGET_LABEL}=${targetLabelValue(target.kind, target.name)}`),
+    listBackups(ctx.kc, namespace, `!${TARGET_LABEL}`),
+  ]);
+  return [...labelled, ...unlabelled];
+}
+
+/**
+ * Writes `conditions` (and where the sidecar is, `sidecar`; null removes it) into the Backup's
+ * status unless they are already there; emits `event` (on the Backup) only when something
+ * changed, or always with `forceEvent` (then beside the status write). Retries on a stale
+ * resourceVersion.
  */
 async function setBackupConditions(
   ctx: Context, backup: KubernetesObject, conditions: ConditionInput[], event: { type: 'Normal' | 'Warning'; reason: string; message: string } | undefined,
-  forceEvent = false,
+  forceEvent = false, sidecar?: SidecarStatus | null,
 ): Promise<boolean> {
+  const emit = (): Promise<unknown> => emitEvent(ctx.kc, backup, { ...(event as NonNullable<typeof event>), action: 'Inject' }, REPORTING_CONTROLLER, ctx.now());
+  const early = event !== undefined && forceEvent ? emit() : undefined;
   let current = backup;
   let changed = false;
   for (let attempt = 0; ; attempt++) {
     const existing = conditionsOf(current);
-    if (conditions.every((c) => conditionUnchanged(existing, c))) break;
+    const recorded = sidecarOf(current);
+    const sidecarUnchanged = sidecar === undefined || (sidecar === null ? recorded === undefined
+      : recorded?.target === sidecar.target && recorded.targetGeneration === sidecar.targetGeneration);
+    if (sidecarUnchanged && conditions.every((c) => conditionUnchanged(existing, c))) break;
     let next = existing;
     for (const c of conditions) next = setCondition(next, c, ctx.now());
     const m = meta(current);
+    const status: Record<string, unknown> = { conditions: next };
+    if (!sidecarUnchanged) status.sidecar = sidecar;
     try {
-      await patchStatus(ctx.kc, backupRef({ namespace: m.namespace ?? '', name: m.name ?? '' }), { conditions: next },
+      await patchStatus(ctx.kc, backupRef({ namespace: m.namespace ?? '', name: m.name ?? '' }), status,
         { fieldManager: FIELD_MANAGER, resourceVersion: m.resourceVersion, plural: 'backups' });
       changed = true;
       break;
     } catch (error) {
-      if (!(error instanceof ConflictError) || attempt >= 4) throw error;
+      if (!(error instanceof ConflictError) || attempt >= 4) {
+        await early?.catch(() => undefined);
+        throw error;
+      }
       const fresh = await getObject(ctx.kc, backupRef({ namespace: m.namespace ?? '', name: m.name ?? '' }));
       if (fresh === undefined) return false;
       current = fresh;
     }
   }
-  if (event !== undefined && (changed || forceEvent)) {
-    await emitEvent(ctx.kc, backup, { ...event, action: 'Inject' }, REPORTING_CONTROLLER, ctx.now());
-  }
+  if (early !== undefined) await early;
+  else if (event !== undefined && changed) await emit();
   return changed;
+}
+
+function sidecarOf(object: KubernetesObject): Partial<SidecarStatus> | undefined {
+  return (object as BackupState).status?.sidecar;
 }
 
 async function refuse(ctx: Context, backup: KubernetesObject, reason: RefusalReason, message: string): Promise<Outcome> {
   const generation = meta(backup).generation;
   const condition = refusal(reason, message, generation);
-  const changed = await setBackupConditions(ctx, backup, [condition], { type: 'Warning', reason, message });
+  const changed = await setBackupConditions(ctx, backup, [condition], { type: 'Warning', reason, message }, false,
+    sidecarOf(backup) === undefined ? undefined : null);
   // Said once as a warning when it becomes true; every resync after that only at debug level.
   ctx.log[changed ? 'warn' : 'debug']({ reason }, message);
   return 'refused';
@@ -247,20 +314,17 @@ async function finalize(ctx: Context, backup: KubernetesObject): Promise<Outcome
   });
   ctx.log.info({ namespace, name: m.name }, 'Backup deleted: sidecar removed and finalizer released');
   // Another Backup of the same workload may now own the sidecar.
-  const siblings = (await ctx.lister.list(namespace)).filter((b) => {
-    const bm = meta(b);
-    const ref = (b as { spec?: { targetRef?: { kind?: string; name?: string } } }).spec?.targetRef;
-    return bm.name !== m.name && bm.deletionTimestamp === undefined && ref !== undefined &&
-      [...targets.keys()].includes(targetKey(ref.kind ?? '', ref.name ?? ''));
-  });
-  for (const sibling of siblings) await reconcileWith(ctx, { namespace, name: meta(sibling).name ?? '' });
+  for (const target of targets.values()) {
+    const siblings = (await backupsTargeting(ctx, namespace, target)).filter((b) => meta(b).name !== m.name && meta(b).deletionTimestamp === undefined);
+    for (const sibling of siblings) await reconcileWith(ctx, keyOf(sibling));
+  }
   return 'removed';
 }
 
 /** True when a live Backup other than `backup` with an injected sidecar there owns `target`'s sidecar. */
 async function claimedByAnother(ctx: Context, backup: KubernetesObject, target: { kind: string; name: string }): Promise<boolean> {
   const m = meta(backup);
-  const others = (await ctx.lister.list(m.namespace)).filter((b) => {
+  const others = (await labelledFor(ctx, m.namespace ?? '', target)).filter((b) => {
     const bm = meta(b);
     return bm.name !== m.name && bm.deletionTimestamp === undefined && bm.annotations?.[TARGET_ANNOTATION] === targetKey(target.kind, target.name);
   });
@@ -272,13 +336,28 @@ export async function reconcileBackup(kc: KubeConfig, key: BackupKey, log: Logge
   return reconcileWith(context(kc, log, options), key);
 }
 
-async function reconcileWith(ctx: Context, key: BackupKey): Promise<Outcome> {
+interface ReconcileHow {
+  /** The Backup as just listed (a sweep): saves reading it again; a stale copy only costs a retried write. */
+  known?: KubernetesObject;
+  /**
+   * An event about the Backup itself: when its status says the sidecar was verified for its
+   * current spec (sidecarVerified), nothing is read beyond the Backup. Events about what the
+   * Backup uses (AgentTemplate, Repository, workload) and sweeps verify in full.
+   */
+  trustVerified?: boolean;
+}
+
+async function reconcileWith(ctx: Context, key: BackupKey, how: ReconcileHow = {}): Promise<Outcome> {
   const log = ctx.log.child({ namespace: key.namespace, backup: key.name });
   const c: Context = { ...ctx, log };
-  let raw = await getObject(c.kc, backupRef(key));
+  let raw = how.known ?? await getObject(c.kc, backupRef(key));
   if (raw === undefined) return 'gone';
   raw = { ...raw, apiVersion: API_VERSION, kind: 'Backup' };
   if (meta(raw).deletionTimestamp !== undefined) return finalize(c, raw);
+  if (how.trustVerified && sidecarVerified(raw as BackupState)) {
+    log.debug('sidecar verified for this generation of the Backup: nothing to do');
+    return 'unchanged';
+  }
 
   const parsed = backupSchema.safeParse(raw);
   if (!parsed.success) {
@@ -307,8 +386,21 @@ async function reconcileWith(ctx: Context, key: BackupKey): Promise<Outcome> {
   if (unsupported !== undefined) return refuse(c, raw, 'UnsupportedTarget', unsupported);
   const what = describeWorkload(target.kind, namespace, target.name);
 
+  // The target label first, so that an event about the workload (created or changed from now on)
+  // finds this Backup by selector, and a competing Backup of the same workload finds it too.
+  const label = targetLabelValue(target.kind, target.name);
+  raw = await patchBackupMetadata(c, raw, (m) => ((m as { labels?: Record<string, string> }).labels?.[TARGET_LABEL] === label ? undefined : { labels: { [TARGET_LABEL]: label } }));
+
   const templateName = agentName(spec.backupAgent);
-  const templateRaw = await getObject(c.kc, { apiVersion: API_VERSION, kind: 'AgentTemplate', name: templateName });
+  const repoNamespace = spec.repository.namespace ?? namespace;
+  const ref = workloadRef(target.kind, namespace, target.name);
+  // Independent reads, side by side.
+  const [templateRaw, repoRaw, workload, competitors] = await Promise.all([
+    readShared(c, { apiVersion: API_VERSION, kind: 'AgentTemplate', name: templateName }),
+    readShared(c, { apiVersion: API_VERSION, kind: 'Repository', namespace: repoNamespace, name: spec.repository.name }),
+    ref === undefined ? undefined : getObject<Workload & KubernetesObject>(c.kc, ref),
+    backupsTargeting(c, namespace, target),
+  ]);
   if (templateRaw === undefined) {
     return refuse(c, raw, 'AgentTemplateNotFound',
       `AgentTemplate ${templateName} (cluster-scoped) named by spec.backupAgent does not exist: create it (the defaults are in shared/api/defaults/agent-templates.yaml) ` +
@@ -320,8 +412,6 @@ async function reconcileWith(ctx: Context, key: BackupKey): Promise<Outcome> {
   }
   const agentTemplate: AgentTemplate = template.data;
 
-  const repoNamespace = spec.repository.namespace ?? namespace;
-  const repoRaw = await getObject(c.kc, { apiVersion: API_VERSION, kind: 'Repository', namespace: repoNamespace, name: spec.repository.name });
   if (repoRaw === undefined) {
     return refuse(c, raw, 'RepositoryNotFound',
       `Repository ${repoNamespace}/${spec.repository.name} named by spec.repository does not exist: create it or fix spec.repository`);
@@ -332,26 +422,18 @@ async function reconcileWith(ctx: Context, key: BackupKey): Promise<Outcome> {
   }
   const repository: Repository = repo.data;
 
-  const ref = workloadRef(target.kind, namespace, target.name);
-  const workload = ref === undefined ? undefined : await getObject<Workload & KubernetesObject>(c.kc, ref);
   if (workload === undefined) {
     return refuse(c, raw, 'TargetNotFound', `${what} named by spec.targetRef does not exist: create it or fix spec.targetRef; the sidecar is added once it exists`);
   }
 
   const plan = planSidecar({ backup, agentTemplate, repository, workload, options: c.options });
   // A Backup whose sidecar is already on this workload holds it (a competitor is either newer, or
-  // was refused before this one was applied): the steady state skips listing the namespace's Backups.
+  // was refused before this one was applied).
   const holdsSidecar = meta(raw).annotations?.[TARGET_ANNOTATION] === targetKey(target.kind, target.name) && plan.action === 'apply' &&
     isApplied(workload as unknown as Record<string, unknown>, plan.applyConfig as unknown as Record<string, unknown>, FIELD_MANAGER);
   if (!holdsSidecar) {
-    // Only Backups of the same workload can compete; the others are not validated (with 1,000
-    // Backups in a namespace, validating every one on every event dominated an event's cost).
-    const sameTarget = (b: KubernetesObject): boolean => {
-      const t = (b as { spec?: { targetRef?: { kind?: unknown; name?: unknown } } }).spec?.targetRef;
-      return t?.kind === target.kind && t.name === target.name;
-    };
-    const siblings = (await c.lister.list(namespace)).filter(sameTarget)
-      .map((b) => backupSchema.safeParse({ ...b, apiVersion: API_VERSION, kind: 'Backup' }))
+    // Only Backups of the same workload can compete; only they are validated.
+    const siblings = competitors.map((b) => backupSchema.safeParse({ ...b, apiVersion: API_VERSION, kind: 'Backup' }))
       .filter((r) => r.success).map((r) => r.data);
     const winner = otherClaimant(backup, siblings);
     if (winner !== undefined) {
@@ -381,9 +463,11 @@ async function reconcileWith(ctx: Context, key: BackupKey): Promise<Outcome> {
 
   const containers = plan.applyConfig.spec?.template.spec.containers.map((x) => x.name).join(', ') ?? '';
   let outcome: Outcome = 'unchanged';
-  if (!isApplied(workload as unknown as Record<string, unknown>, plan.applyConfig as unknown as Record<string, unknown>, FIELD_MANAGER)) {
+  let targetGeneration = workload.metadata.generation;
+  if (!holdsSidecar && !isApplied(workload as unknown as Record<string, unknown>, plan.applyConfig as unknown as Record<string, unknown>, FIELD_MANAGER)) {
     try {
-      await applyObject(c.kc, plan.applyConfig as unknown as KubernetesObject, { fieldManager: FIELD_MANAGER, force: false });
+      const applied = await applyObject(c.kc, plan.applyConfig as unknown as KubernetesObject, { fieldManager: FIELD_MANAGER, force: false });
+      targetGeneration = applied.metadata?.generation;
     } catch (error) {
       if (error instanceof ConflictError) {
         return refuse(c, raw, 'ApplyConflict',
@@ -404,9 +488,10 @@ async function reconcileWith(ctx: Context, key: BackupKey): Promise<Outcome> {
     { type: SIDECAR_CONDITION, status: 'True', reason: 'SidecarInjected', message, ...(generation === undefined ? {} : { observedGeneration: generation }) },
     { type: 'Ready', status: 'True', reason: 'SidecarInjected', message, ...(generation === undefined ? {} : { observedGeneration: generation }) },
   ];
+  const sidecar = targetGeneration === undefined ? undefined : { target: targetKey(target.kind, target.name), targetGeneration };
   await setBackupConditions(c, raw, conditions,
     outcome === 'injected' ? { type: 'Normal', reason: 'SidecarInjected', message: `${message}; its pods restart to pick it up` } : undefined,
-    outcome === 'injected');
+    outcome === 'injected', sidecar);
   return outcome;
 }
 
@@ -425,11 +510,12 @@ export interface ObjectKey {
 
 export type BatchResult = SharedBatchResult<Outcome>;
 
-function reconcileMany(ctx: Context, keys: BackupKey[]): Promise<BatchResult> {
-  return reconcileBatch(keys, {
-    id: (key) => `${key.namespace}/${key.name}`,
-    work: (key) => reconcileWith(ctx, key),
-    onError: (key, error) => ctx.log.error({ namespace: key.namespace, backup: key.name, err: error }, 'reconciling the Backup failed; the next event or sweep retries'),
+/** Reconciles each listed Backup (using the listed copy) at a bounded concurrency. */
+function reconcileMany(ctx: Context, backups: KubernetesObject[], decide?: (b: KubernetesObject) => Outcome | undefined): Promise<BatchResult> {
+  return reconcileBatch(backups, {
+    id: (b) => `${meta(b).namespace ?? ''}/${meta(b).name ?? ''}`,
+    work: async (b) => decide?.(b) ?? reconcileWith(ctx, keyOf(b), { known: b }),
+    onError: (b, error) => ctx.log.error({ namespace: meta(b).namespace, backup: meta(b).name, err: error }, 'reconciling the Backup failed; the next event or sweep retries'),
   });
 }
 
@@ -441,33 +527,44 @@ function specOf(b: KubernetesObject): { backupAgent?: unknown; repository?: { na
   return (b as { spec?: Record<string, never> }).spec ?? {};
 }
 
-/** The Backups an event about `object` concerns. */
-export async function backupsFor(kc: KubeConfig, object: ObjectKey, lister: BackupLister = new BackupLister(kc)): Promise<BackupKey[]> {
-  if (object.kind === 'Backup') return object.namespace ? [{ namespace: object.namespace, name: object.name }] : [];
+/** The Backups an event about an AgentTemplate or Repository concerns (every Backup that names it). */
+async function backupsUsing(lister: BackupLister, object: ObjectKey): Promise<KubernetesObject[]> {
   if (object.kind === 'AgentTemplate') {
     return (await lister.list()).filter((b) => {
       const ref = specOf(b).backupAgent;
       return (typeof ref === 'string' || (typeof ref === 'object' && ref !== null)) && agentName(ref as string | { name: string }) === object.name;
-    }).map(keyOf);
+    });
   }
   if (object.kind === 'Repository') {
     return (await lister.list()).filter((b) => {
       const repo = specOf(b).repository;
       return repo?.name === object.name && (repo.namespace ?? meta(b).namespace) === object.namespace;
-    }).map(keyOf);
-  }
-  if (WORKLOAD_KINDS[object.kind] !== undefined && object.namespace) {
-    const key = targetKey(object.kind, object.name);
-    return (await lister.list(object.namespace)).filter((b) => {
-      const t = specOf(b).targetRef;
-      return (t?.kind !== undefined && t.name !== undefined && targetKey(t.kind, t.name) === key) || meta(b).annotations?.[TARGET_ANNOTATION] === key;
-    }).map(keyOf);
+    });
   }
   return [];
 }
 
 /** Kinds whose events inject-sidecar handles. */
 export const HANDLED_KINDS = ['Backup', 'AgentTemplate', 'Repository', ...Object.keys(WORKLOAD_KINDS)];
+
+/**
+ * An event about a workload: the Backups that target it (by TARGET_LABEL), each verified in
+ * full unless its status shows the sidecar verified at the workload's current generation.
+ */
+async function reconcileForWorkload(ctx: Context, kind: string, namespace: string, name: string): Promise<BatchResult> {
+  const ref = workloadRef(kind, namespace, name);
+  const key = targetKey(kind, name);
+  const [backups, workload] = await Promise.all([
+    // Those whose targetRef names the workload, and those whose sidecar is still there (targetRef changed since).
+    labelledFor(ctx, namespace, { kind, name }).then((all) => all.filter((b) => {
+      const t = specOf(b).targetRef;
+      return (t?.kind !== undefined && t.name !== undefined && targetKey(t.kind, t.name) === key) || meta(b).annotations?.[TARGET_ANNOTATION] === key;
+    })),
+    ref === undefined ? undefined : getObject(ctx.kc, ref),
+  ]);
+  ctx.log.debug({ kind, namespace, name, backups: backups.length }, 'workload event mapped to Backups');
+  return reconcileMany(ctx, backups, (b) => (workloadUnchangedSince(b as BackupState, workload) ? 'unchanged' : undefined));
+}
 
 /** An event named `object`: reconcile every Backup it concerns. */
 export async function reconcileForObject(kc: KubeConfig, object: ObjectKey, log: Logger, options: HandlerOptions = {}): Promise<BatchResult> {
@@ -476,20 +573,24 @@ export async function reconcileForObject(kc: KubeConfig, object: ObjectKey, log:
     log.debug({ namespace: object.namespace }, 'namespace not served by this function');
     return { outcomes: {}, failures: {} };
   }
-  if (object.kind === 'Backup' && object.namespace) {
-    const outcome = await reconcileWith(ctx, { namespace: object.namespace, name: object.name });
+  if (object.kind === 'Backup') {
+    if (!object.namespace) return { outcomes: {}, failures: {} };
+    const outcome = await reconcileWith(ctx, { namespace: object.namespace, name: object.name }, { trustVerified: true });
     return { outcomes: { [`${object.namespace}/${object.name}`]: outcome }, failures: {} };
   }
-  const keys = await backupsFor(kc, object, ctx.lister);
-  log.debug({ kind: object.kind, namespace: object.namespace, name: object.name, backups: keys.length }, 'event mapped to Backups');
-  return reconcileMany(ctx, keys);
+  if (WORKLOAD_KINDS[object.kind] !== undefined) {
+    return object.namespace ? reconcileForWorkload(ctx, object.kind, object.namespace, object.name) : { outcomes: {}, failures: {} };
+  }
+  const backups = await backupsUsing(ctx.lister, object);
+  log.debug({ kind: object.kind, namespace: object.namespace, name: object.name, backups: backups.length }, 'event mapped to Backups');
+  return reconcileMany(ctx, backups);
 }
 
-/** The sweep: every Backup in every namespace, so what lost events missed converges. */
+/** The sweep: every Backup in every namespace, verified in full, so what lost events missed converges. */
 export async function resyncAll(kc: KubeConfig, log: Logger, options: HandlerOptions = {}): Promise<BatchResult> {
   const ctx = context(kc, log, options);
-  const keys = (await ctx.lister.list()).map(keyOf);
-  const result = await reconcileMany(ctx, keys);
-  log.info({ backups: keys.length, failures: Object.keys(result.failures).length }, 'resynced every Backup');
+  const backups = await ctx.lister.list();
+  const result = await reconcileMany(ctx, backups);
+  log.info({ backups: backups.length, failures: Object.keys(result.failures).length }, 'resynced every Backup');
   return result;
 }

@@ -8,7 +8,8 @@ import { agentTemplate as agentTemplateSchema, backup as backupSchema, repositor
 import type { Backup, Repository } from '../../shared/api/index.ts';
 import { appliedFieldPaths, containsValues, isApplied, ownedFieldPaths, PATH_SEPARATOR, quantityValue } from './compare.ts';
 import { expectedSampleContainer, expectedSampleVolumes } from './fixtures/design-sample.ts';
-import { FIELD_MANAGER, otherClaimant, planSidecar, removalConfig } from './plan.ts';
+import { FIELD_MANAGER, FINALIZER, otherClaimant, planSidecar, removalConfig, sidecarVerified, TARGET_ANNOTATION, TARGET_LABEL, targetLabelValue, workloadUnchangedSince } from './plan.ts';
+import type { BackupState } from './plan.ts';
 import type { ApplyConfig, Plan, PlanInput, Workload } from './plan.ts';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -397,4 +398,43 @@ test('the sidecar already in the template is not taken for an app container; a f
   const spec = foreign.spec?.template?.spec;
   if (spec) spec.volumes = spec.volumes?.filter((v) => !v.name.startsWith('stash-'));
   assert.match(refused(plan({ workload: foreign }), 'NameConflict'), /already has a container named stash-backup/);
+});
+
+test('the target label value: <Kind>.<name> when it fits, else a hash that still starts with the kind; always a valid label value', () => {
+  assert.equal(targetLabelValue('Deployment', 'stash-demo'), 'Deployment.stash-demo');
+  const long = `app-${'x'.repeat(240)}.example`;
+  const hashed = targetLabelValue('StatefulSet', long);
+  assert.equal(hashed.length, 63);
+  assert.match(hashed, /^StatefulSet\.[0-9a-f]+$/);
+  assert.equal(targetLabelValue('StatefulSet', long), hashed, 'the same workload gives the same value');
+  assert.notEqual(targetLabelValue('StatefulSet', `${long}2`), hashed);
+  const label = /^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$/;
+  for (const value of [targetLabelValue('Deployment', 'a'), targetLabelValue('ReplicationController', 'db.v2.prod'), hashed]) assert.match(value, label);
+});
+
+test('sidecarVerified: only a Backup Ready by injection at its current generation, labelled, finalized and annotated for its target', () => {
+  const verified: BackupState = {
+    metadata: {
+      generation: 3, finalizers: [FINALIZER], labels: { [TARGET_LABEL]: 'Deployment.app' }, annotations: { [TARGET_ANNOTATION]: 'Deployment/app' },
+    },
+    spec: { targetRef: { kind: 'Deployment', name: 'app' } },
+    status: { conditions: [{ type: 'Ready', status: 'True', reason: 'SidecarInjected', observedGeneration: 3 }], sidecar: { target: 'Deployment/app', targetGeneration: 7 } },
+  };
+  assert.equal(sidecarVerified(verified), true);
+  const variants: [string, BackupState][] = [
+    ['spec changed since', { ...verified, metadata: { ...verified.metadata, generation: 4 } }],
+    ['being deleted', { ...verified, metadata: { ...verified.metadata, deletionTimestamp: '2026-11-25T00:00:00Z' } }],
+    ['finalizer removed', { ...verified, metadata: { ...verified.metadata, finalizers: [] } }],
+    ['label removed', { ...verified, metadata: { ...verified.metadata, labels: {} } }],
+    ['annotation for another workload', { ...verified, metadata: { ...verified.metadata, annotations: { [TARGET_ANNOTATION]: 'Deployment/old' } } }],
+    ['status for another workload', { ...verified, status: { ...verified.status, sidecar: { target: 'Deployment/old', targetGeneration: 7 } } }],
+    ['refused', { ...verified, status: { ...verified.status, conditions: [{ type: 'Ready', status: 'False', reason: 'TargetNotFound', observedGeneration: 3 }] } }],
+    ['no status yet', { ...verified, status: {} }],
+  ];
+  for (const [why, state] of variants) assert.equal(sidecarVerified(state), false, why);
+
+  assert.equal(workloadUnchangedSince(verified, { metadata: { generation: 7 } }), true, 'a status update of the workload');
+  assert.equal(workloadUnchangedSince(verified, { metadata: { generation: 8 } }), false, 'the workload spec changed');
+  assert.equal(workloadUnchangedSince(verified, undefined), false, 'the workload is gone');
+  assert.equal(workloadUnchangedSince({ ...verified, metadata: { ...verified.metadata, generation: 4 } }, { metadata: { generation: 7 } }), false);
 });

@@ -5,6 +5,7 @@
 // and volumes), or why nothing is applied. Only what reaches the pod is in it: schedule,
 // retention, excludes and paused are read by the agent from the functions at run time, so
 // changing them never restarts a pod. The update strategy is never touched.
+import { createHash } from 'node:crypto';
 import path from 'node:path/posix';
 import type { V1Container, V1EnvVar, V1ObjectMeta, V1PodTemplateSpec, V1SecurityContext, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { agentName } from '../../shared/api/index.ts';
@@ -18,6 +19,14 @@ export const FIELD_MANAGER = 'stash.appscode.com/inject-sidecar';
 export const FINALIZER = 'stash.appscode.com/inject-sidecar';
 /** On the Backup: `<kind>/<name>` of the workload the sidecar was applied to (found again after targetRef changes). */
 export const TARGET_ANNOTATION = 'stash.appscode.com/sidecar-target';
+
+/**
+ * On the Backup: which workload its targetRef names, as a label so that an event about a workload
+ * finds its Backups with a label selector instead of reading every Backup of the namespace.
+ * Written by inject-sidecar on every Backup it reconciles; a Backup not labelled yet (created
+ * while the function was down) is labelled by the next resync.
+ */
+export const TARGET_LABEL = 'stash.appscode.com/target';
 
 /** Where the sidecar finds what Stash mounts. */
 export const TMP_VOLUME = 'stash-tmp';
@@ -33,6 +42,58 @@ export const WORKLOAD_KINDS: Readonly<Record<string, string>> = {
   ReplicaSet: 'apps/v1',
   ReplicationController: 'v1',
 };
+
+/**
+ * The TARGET_LABEL value for a workload: `<Kind>.<name>` when it fits a label value (63
+ * characters; kinds are alphanumeric and names DNS labels or subdomains, so it is always valid),
+ * else `<Kind>.` and the start of the name's SHA-256. Readers compare targetRef exactly after
+ * selecting, so a shared hash prefix could never mix two workloads up.
+ */
+export function targetLabelValue(kind: string, name: string): string {
+  const plain = `${kind}.${name}`;
+  if (plain.length <= 63) return plain;
+  return `${kind}.${createHash('sha256').update(name).digest('hex')}`.slice(0, 63);
+}
+
+/** What the Backup's status records about its sidecar: where it is, and that workload's generation when it was last verified. */
+export interface SidecarStatus {
+  target: string;
+  targetGeneration: number;
+}
+
+/** The parts of a Backup (as read) that say whether its sidecar was verified for its current spec. */
+export interface BackupState {
+  metadata: { generation?: number; deletionTimestamp?: unknown; finalizers?: string[]; labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec?: { targetRef?: { kind?: string; name?: string } };
+  status?: { conditions?: { type: string; status: string; reason?: string; observedGeneration?: number }[]; sidecar?: Partial<SidecarStatus> };
+}
+
+/**
+ * True when the Backup says its sidecar is in place for its current spec: Ready because the
+ * sidecar was injected at this generation, labelled, finalized and annotated for its target.
+ * An event about the Backup that finds this true (its own status or metadata writes, a label
+ * change) needs no further reads; the per-minute resync always verifies in full.
+ */
+export function sidecarVerified(backup: BackupState): boolean {
+  const m = backup.metadata;
+  const target = backup.spec?.targetRef;
+  if (m.deletionTimestamp !== undefined || target?.kind === undefined || target.name === undefined) return false;
+  const key = `${target.kind}/${target.name}`;
+  const ready = backup.status?.conditions?.find((c) => c.type === 'Ready');
+  return ready?.status === 'True' && ready.reason === 'SidecarInjected' && ready.observedGeneration === m.generation &&
+    (m.finalizers ?? []).includes(FINALIZER) && m.labels?.[TARGET_LABEL] === targetLabelValue(target.kind, target.name) &&
+    m.annotations?.[TARGET_ANNOTATION] === key && backup.status?.sidecar?.target === key;
+}
+
+/**
+ * True when an event about `workload` cannot concern this Backup's sidecar: the Backup is
+ * verified and the workload's spec has not changed since (its generation is the one recorded).
+ * A workload's status updates (the rollout the injection started) are the common case.
+ */
+export function workloadUnchangedSince(backup: BackupState, workload: { metadata?: { generation?: number } } | undefined): boolean {
+  return workload !== undefined && sidecarVerified(backup) && workload.metadata?.generation !== undefined &&
+    backup.status?.sidecar?.targetGeneration === workload.metadata.generation;
+}
 
 /** The workload as read from the API (any of WORKLOAD_KINDS). */
 export interface Workload {

@@ -18,6 +18,7 @@ import {
   CONTROLLER, failedHosts, FIELD_MANAGER, HOST, hostFinished, isDatabaseBackup, JOB_CONDITION, jobName, jobOutcome, planDatabaseJob,
 } from './plan.ts';
 import type { JobOptions } from './plan.ts';
+import { apiClient } from '../../shared/kube/index.ts';
 
 export interface HandlerOptions extends JobOptions {
   /** The clock (tests). */
@@ -114,8 +115,8 @@ function probeTrigger(backup: Backup): BackupTrigger {
 export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) {
   const clock = options.now ?? (() => new Date());
   const missingGrace = (options.missingGraceSeconds ?? 60) * 1000;
-  const batch = kc.makeApiClient(BatchV1Api);
-  const custom = kc.makeApiClient(CustomObjectsApi);
+  const batch = apiClient(kc, BatchV1Api);
+  const custom = apiClient(kc, CustomObjectsApi);
   const namespaces = servedNamespaces(options);
 
   async function event(object: Backup, type: 'Normal' | 'Warning', reason: string, message: string, log: Logger, related?: { apiVersion: string; kind: string; namespace: string; name: string }): Promise<void> {

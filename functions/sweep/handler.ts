@@ -14,6 +14,7 @@ import type { Invocation } from '../../shared/runtime/index.ts';
 import { servesNamespace, TransientError } from '../../shared/runtime/index.ts';
 import { planSchedules } from './plan.ts';
 import type { BackupPlan } from './plan.ts';
+import { apiClient } from '../../shared/kube/index.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/sweep';
 export const CONTROLLER = 'stash.appscode.com/sweep';
@@ -58,7 +59,7 @@ export interface SweepSummary {
 
 /** Lists every object of a Stash kind (in all namespaces, or in one), following continue tokens. */
 export async function listAll<T>(kc: KubeConfig, plural: string, pageSize: number, namespace?: string): Promise<T[]> {
-  const api = kc.makeApiClient(CustomObjectsApi);
+  const api = apiClient(kc, CustomObjectsApi);
   const items: T[] = [];
   let token: string | undefined;
   do {
@@ -80,7 +81,7 @@ export async function listServed<T>(kc: KubeConfig, plural: string, pageSize: nu
 
 /** Runs `work` over `items` with at most `limit` in flight; never rejects. */
 async function createTrigger(kc: KubeConfig, trigger: BackupTrigger): Promise<'created' | 'exists'> {
-  const api = kc.makeApiClient(CustomObjectsApi);
+  const api = apiClient(kc, CustomObjectsApi);
   const namespace = trigger.metadata.namespace ?? 'default';
   try {
     await kubeCall(`create BackupTrigger ${namespace}/${trigger.metadata.name ?? ''}`, () =>

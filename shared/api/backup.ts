@@ -39,6 +39,10 @@ export const backupRun = z.strictObject({
   snapshotId: z.string().optional(),
   error: z.string().optional(),
 });
+export const sidecarStatus = z.strictObject({
+  target: z.string().min(1).meta({ description: '<kind>/<name> of the workload whose pod template holds the backup sidecar' }),
+  targetGeneration: count().meta({ description: "the workload's metadata.generation when inject-sidecar last verified the sidecar" }),
+});
 export const backupStatus = z.strictObject({
   phase: backupPhase.optional(),
   conditions: conditions(),
@@ -51,6 +55,7 @@ export const backupStatus = z.strictObject({
   nextScheduledTime: timestamp().optional(),
   lastScheduledTime: timestamp().optional().meta({ description: 'the last schedule tick a run was started (or skipped) for' }),
   lastSkippedTime: timestamp().optional().meta({ description: 'the last tick skipped because the previous run was still going' }),
+  sidecar: sidecarStatus.optional(),
 });
 
 export const backup = z.object({

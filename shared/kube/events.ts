@@ -12,6 +12,7 @@ import type { EventsV1Event, KubeConfig, KubernetesObject, V1ObjectReference } f
 import { AlreadyExistsError, ConflictError, kubeCall } from './errors.ts';
 import { describeRef } from './objects.ts';
 import type { ObjectRef } from './objects.ts';
+import { apiClient } from './client.ts';
 
 export interface EventInput {
   type: 'Normal' | 'Warning';
@@ -84,7 +85,7 @@ export function microTime(date: Date): string {
 export async function emitEvent(
   kc: KubeConfig, involvedObject: InvolvedObject, event: EventInput, reportingController: string, now: Date = new Date(),
 ): Promise<EventsV1Event> {
-  const api = kc.makeApiClient(EventsV1Api);
+  const api = apiClient(kc, EventsV1Api);
   const regarding = involvedReference(involvedObject);
   const namespace = regarding.namespace ?? 'default';
   const name = eventName(regarding, event, reportingController);

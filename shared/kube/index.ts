@@ -1,4 +1,4 @@
-export { loadKubeConfig } from './client.ts';
+export { apiClient, loadKubeConfig, objectApi } from './client.ts';
 export {
   AlreadyExistsError, ConflictError, ForbiddenError, GoneError, InvalidError, KubeApiError, KubeConfigError, kubeCall, NotFoundError,
   toKubeError, UnauthorizedError,

@@ -1,9 +1,10 @@
 // Reading and writing objects. Handlers are level-triggered: they re-read the object an event
 // names (getObject), compute the desired state, and write it with server-side apply under their
 // own field manager, or patch status.
-import { CustomObjectsApi, KubernetesObjectApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import { kubeCall, NotFoundError } from './errors.ts';
+import { apiClient, objectApi } from './client.ts';
 
 export interface ObjectRef {
   apiVersion: string;
@@ -34,7 +35,7 @@ function refOf(object: KubernetesObject): ObjectRef {
 
 /** Reads the object; undefined when it (or its namespace) does not exist. */
 export async function getObject<T extends KubernetesObject = KubernetesObject>(kc: KubeConfig, ref: ObjectRef): Promise<T | undefined> {
-  const api = KubernetesObjectApi.makeApiClient(kc);
+  const api = objectApi(kc);
   try {
     return await kubeCall(`get ${describeRef(ref)}`, () => api.read<T>(header(ref)));
   } catch (error) {
@@ -56,7 +57,7 @@ export interface ApplyOptions {
  * leaves out are removed. Returns the object as stored.
  */
 export async function applyObject<T extends KubernetesObject>(kc: KubeConfig, object: T, options: ApplyOptions): Promise<T> {
-  const api = KubernetesObjectApi.makeApiClient(kc);
+  const api = objectApi(kc);
   const ref = refOf(object);
   return kubeCall(`apply ${describeRef(ref)} as ${options.fieldManager}`, () =>
     api.patch<T>(object, undefined, options.dryRun ? 'All' : undefined, options.fieldManager, options.force ?? true, PatchStrategy.ServerSideApply));
@@ -72,7 +73,7 @@ export interface PatchOptions {
 export async function mergePatch<T extends KubernetesObject = KubernetesObject>(
   kc: KubeConfig, ref: ObjectRef, patch: Record<string, unknown>, options: PatchOptions,
 ): Promise<T> {
-  const api = KubernetesObjectApi.makeApiClient(kc);
+  const api = objectApi(kc);
   const base = header(ref);
   const patchMetadata = (patch.metadata ?? {}) as Record<string, unknown>;
   const metadata: Record<string, unknown> = { ...patchMetadata, ...base.metadata };
@@ -107,7 +108,7 @@ export async function patchStatus<T extends KubernetesObject = KubernetesObject>
   if (slash < 0) {
     throw new TypeError(`patchStatus handles custom resources (group/version); ${describeRef(ref)} is in the core group ${ref.apiVersion}`);
   }
-  const api = kc.makeApiClient(CustomObjectsApi);
+  const api = apiClient(kc, CustomObjectsApi);
   const body: Record<string, unknown> = { status };
   if (options.resourceVersion !== undefined) body.metadata = { resourceVersion: options.resourceVersion };
   const common = {
