@@ -440,6 +440,12 @@ spec: {targetBackup: {name: ghost}, origin: Manual}
     const swept = await fetch(`${elsewhere.url}/`, { method: 'POST', headers: { 'x-connector': 'cron-connector' } });
     assert.equal(swept.status, 202);
     assert.equal((await getTrigger('unserved-run'))?.status, undefined, 'neither the event nor the sweep touched the run');
+    // Its trigger endpoint refuses a Backup of this namespace before any token is looked at.
+    const manual = await fetch(`${elsewhere.url}/v1/namespaces/${ns}/backups/app/trigger`, { method: 'POST' });
+    assert.equal(manual.status, 404);
+    const body = await manual.json() as { error: string; field?: string };
+    assert.match(body.error, new RegExp(`Backup app is in namespace ${ns}, which this handle-trigger does not serve \\(STASH_NAMESPACES=${ns}-elsewhere,${ns}-too\\)`));
+    assert.equal(body.field, 'namespace');
   } finally {
     await elsewhere.close();
   }

@@ -2,10 +2,11 @@
 // apply with field managers, merge patches, status patches on a test CRD, typed errors, Events.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { EventsV1Api } from '@kubernetes/client-node';
+import { EventsV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { KubernetesObject, V1ConfigMap } from '@kubernetes/client-node';
 import {
-  applyObject, ConflictError, emitEvent, getObject, InvalidError, loadKubeConfig, mergePatch, NotFoundError, patchStatus, setCondition,
+  AlreadyExistsError, applyObject, ConflictError, createObject, deleteObject, emitEvent, getObject, InvalidError, kubeRequest, listObjects, loadKubeConfig,
+  mergePatch, NotFoundError, patchStatus, replaceObject, resourcePath, setCondition,
 } from '../shared/kube/index.ts';
 import type { Condition } from '../shared/kube/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
@@ -176,4 +177,49 @@ test('emitEvent aggregates the same Event into a series and keeps different ones
   assert.equal(locked?.note, 'repository is locked by another backup');
   assert.equal(locked?.reportingController, 'stash.appscode.com/handle-trigger');
   assert.equal(locked?.action, 'Backup');
+});
+
+test('listObjects follows continue tokens and selects by label; createObject, replaceObject and deleteObject give typed outcomes', async () => {
+  const configMap = (name: string, labels: Record<string, string>): KubernetesObject => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace: ns, labels } });
+  for (let i = 0; i < 7; i++) await createObject(cluster.kc, configMap(`page-${i}`, { 'stash.test/page': i % 2 === 0 ? 'even' : 'odd' }));
+  await assert.rejects(createObject(cluster.kc, configMap('page-0', {})), AlreadyExistsError);
+
+  const all = await listObjects(cluster.kc, { apiVersion: 'v1', kind: 'ConfigMap', namespace: ns, labelSelector: 'stash.test/page', limit: 2 });
+  assert.deepEqual(all.map((c) => c.metadata?.name).sort(), ['page-0', 'page-1', 'page-2', 'page-3', 'page-4', 'page-5', 'page-6'], 'four pages of 2 followed to the end');
+  assert.ok(all.every((c) => c.apiVersion === 'v1' && c.kind === 'ConfigMap'), 'list items carry apiVersion and kind');
+  const odd = await listObjects(cluster.kc, { apiVersion: 'v1', kind: 'ConfigMap', namespace: ns, labelSelector: 'stash.test/page=odd' });
+  assert.deepEqual(odd.map((c) => c.metadata?.name).sort(), ['page-1', 'page-3', 'page-5']);
+  assert.deepEqual(await listObjects(cluster.kc, { apiVersion: 'v1', kind: 'ConfigMap', namespace: ns, labelSelector: '!stash.test/page,stash.test/none' }), []);
+
+  const current = await getObject<V1ConfigMap & KubernetesObject>(cluster.kc, { apiVersion: 'v1', kind: 'ConfigMap', namespace: ns, name: 'page-1' });
+  assert.ok(current);
+  const replaced = await replaceObject(cluster.kc, { ...current, data: { k: 'v' } });
+  assert.notEqual(replaced.metadata?.resourceVersion, current.metadata?.resourceVersion);
+  await assert.rejects(replaceObject(cluster.kc, { ...current, data: { k: 'stale' } }), (error: unknown) => {
+    assert.ok(error instanceof ConflictError);
+    assert.match(error.message, new RegExp(`^replace ConfigMap ${ns}/page-1 failed: .*\\(409 Conflict\\)`));
+    return true;
+  });
+
+  const ref = { apiVersion: 'v1', kind: 'ConfigMap', namespace: ns, name: 'page-2' };
+  await assert.rejects(deleteObject(cluster.kc, ref, { preconditions: { uid: '00000000-0000-0000-0000-000000000000' } }), ConflictError, 'a uid precondition that does not hold');
+  assert.equal(await deleteObject(cluster.kc, ref), true);
+  assert.equal(await deleteObject(cluster.kc, ref), false, 'already gone');
+});
+
+test('kubeRequest: a status of 400 or more is a typed error naming the action; an unreachable apiserver is an error naming its address', async () => {
+  await assert.rejects(kubeRequest(cluster.kc, 'get the nothing', 'GET', resourcePath('v1', 'configmaps', { namespace: ns, name: 'nothing' })), (error: unknown) => {
+    assert.ok(error instanceof NotFoundError);
+    assert.match(error.message, /^get the nothing failed: configmaps "nothing" not found \(404 NotFound\)/);
+    return true;
+  });
+  const meta = await kubeRequest<{ kind?: string; data?: unknown }>(cluster.kc, 'get metadata', 'GET', resourcePath('v1', 'configmaps', { namespace: ns, name: 'page-3' }),
+    { accept: 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1' });
+  assert.equal(meta.kind, 'PartialObjectMetadata', 'the Accept header reaches the apiserver');
+  assert.equal(meta.data, undefined);
+
+  const gone = new KubeConfig();
+  gone.loadFromClusterAndUser({ name: 'gone', server: 'https://127.0.0.1:1', skipTLSVerify: true }, { name: 'nobody', token: 'x' });
+  await assert.rejects(getObject(gone, { apiVersion: 'v1', kind: 'ConfigMap', namespace: 'default', name: 'x' }),
+    /^Error: get ConfigMap default\/x failed: connect ECONNREFUSED 127\.0\.0\.1:1; check that the apiserver at https:\/\/127\.0\.0\.1:1 is reachable/);
 });

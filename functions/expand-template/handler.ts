@@ -6,11 +6,12 @@
 // both are validated before either is written), so an unchanged template and unchanged
 // annotations write nothing. Workloads have no status Stash writes: every problem is a Warning
 // Event on the target. Only objects carrying this function's labels are ever deleted.
-import { CoreV1Api, CustomObjectsApi, setHeaderOptions } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { ANNOTATION_BACKUP, ANNOTATION_BACKUP_TEMPLATE, API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
-import { applyObject, emitEvent, ForbiddenError, getObject, InvalidError, kubeCall, NotFoundError } from '../../shared/kube/index.ts';
+import { ANNOTATION_BACKUP, ANNOTATION_BACKUP_TEMPLATE, API_VERSION } from '../../shared/api/index.ts';
+import {
+  applyObject, deleteObject, emitEvent, ForbiddenError, getObject, InvalidError, kubeRequest, listObjects as listKind, NotFoundError, resourcePath,
+} from '../../shared/kube/index.ts';
 import { reconcileBatch } from '../../shared/runtime/index.ts';
 import type { BatchResult as SharedBatchResult } from '../../shared/runtime/index.ts';
 import type { ObjectRef } from '../../shared/kube/index.ts';
@@ -20,7 +21,6 @@ import {
   readDefaultBackupRequest, TARGET_KINDS, TEMPLATE_LABEL, templateLabelValue,
 } from './plan.ts';
 import type { Refusal, StorageSecretState, Target } from './plan.ts';
-import { apiClient, objectApi } from '../../shared/kube/index.ts';
 
 export const REPORTING_CONTROLLER = FIELD_MANAGER;
 const EVENT_ACTION = 'ExpandTemplate';
@@ -106,43 +106,20 @@ function stashRef(kind: 'Repository' | 'Backup', namespace: string, name: string
   return { apiVersion: API_VERSION, kind, namespace, name };
 }
 
-/** Every object of `kind` (in `namespace`, or in all namespaces; metadata at least), following list continuations; none when the kind is not served. */
+/** Every object of `kind` (in `namespace`, or in all namespaces), following list continuations; none when the kind is not served. */
 export async function listObjects(kc: KubeConfig, apiVersion: string, kind: string, namespace?: string): Promise<KubernetesObject[]> {
-  const api = objectApi(kc);
-  const items: KubernetesObject[] = [];
-  let token: string | undefined;
   try {
-    do {
-      const page = await kubeCall(`list ${kind}${namespace ? ` in namespace ${namespace}` : ' in all namespaces'}`,
-        () => api.list(apiVersion, kind, namespace, undefined, undefined, undefined, undefined, undefined, 500, token));
-      for (const item of page.items) items.push({ ...item, apiVersion, kind });
-      // Typed lists are deserialized (`_continue`); custom resource lists come as sent (`continue`).
-      const meta: { _continue?: string; continue?: string } | undefined = page.metadata;
-      token = meta?._continue || meta?.continue || undefined;
-    } while (token !== undefined);
+    return await listKind(kc, { apiVersion, kind, namespace });
   } catch (error) {
     // A kind whose CRD is not installed (AppBinding without the app catalog) has no objects.
-    if (error instanceof NotFoundError || (error instanceof Error && /Unrecognized API version and kind/.test(error.message))) return [];
+    if (error instanceof NotFoundError) return [];
     throw error;
   }
-  return items;
 }
 
-/** Every Stash object of `plural` in `namespace` (or all namespaces), whole (KubernetesObjectApi keeps only the metadata of custom resources). */
-export async function listStash(kc: KubeConfig, kind: 'Backup' | 'Repository', namespace?: string, labelSelector?: string): Promise<KubernetesObject[]> {
-  const api = apiClient(kc, CustomObjectsApi);
-  const plural = kind === 'Backup' ? 'backups' : 'repositories';
-  const items: KubernetesObject[] = [];
-  let token: string | undefined;
-  do {
-    const common = { group: GROUP, version: VERSION, plural, limit: 500, _continue: token, ...(labelSelector === undefined ? {} : { labelSelector }) };
-    const page = await kubeCall(`list ${kind}s${namespace ? ` in namespace ${namespace}` : ' in all namespaces'}`, () => (namespace === undefined
-      ? api.listClusterCustomObject(common)
-      : api.listNamespacedCustomObject({ ...common, namespace }))) as { items?: KubernetesObject[]; metadata?: { continue?: string } };
-    for (const item of page.items ?? []) items.push({ ...item, apiVersion: API_VERSION, kind });
-    token = page.metadata?.continue || undefined;
-  } while (token !== undefined);
-  return items;
+/** Every Stash object of `kind` in `namespace` (or all namespaces). */
+export function listStash(kc: KubeConfig, kind: 'Backup' | 'Repository', namespace?: string, labelSelector?: string): Promise<KubernetesObject[]> {
+  return listKind(kc, { apiVersion: API_VERSION, kind, namespace, labelSelector });
 }
 
 async function listServed(ctx: Context, apiVersion: string, kind: string): Promise<KubernetesObject[]> {
@@ -153,10 +130,9 @@ async function listServed(ctx: Context, apiVersion: string, kind: string): Promi
 
 /** Whether Secret `name` exists in `namespace`, read as metadata only (no Secret value reaches this function). */
 async function storageSecretState(ctx: Context, namespace: string, name: string): Promise<StorageSecretState> {
-  const api = apiClient(ctx.kc, CoreV1Api);
   try {
-    await kubeCall(`get metadata of Secret ${namespace}/${name}`, () => api.readNamespacedSecret({ name, namespace },
-      setHeaderOptions('Accept', 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1')));
+    await kubeRequest(ctx.kc, `get metadata of Secret ${namespace}/${name}`, 'GET', resourcePath('v1', 'secrets', { namespace, name }),
+      { accept: 'application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1' });
     return 'present';
   } catch (error) {
     if (error instanceof NotFoundError) return 'absent';
@@ -181,7 +157,6 @@ async function warn(ctx: Context, target: KubernetesObject, refusal: Refusal): P
  */
 async function removeGenerated(ctx: Context, key: TargetKey, target: KubernetesObject | undefined): Promise<boolean> {
   const name = generatedName(key.kind, key.name);
-  const api = objectApi(ctx.kc);
   const removed: string[] = [];
   for (const kind of ['Backup', 'Repository'] as const) {
     const ref = stashRef(kind, key.namespace, name);
@@ -191,12 +166,10 @@ async function removeGenerated(ctx: Context, key: TargetKey, target: KubernetesO
     // (kubectl delete --cascade=orphan), so it is kept.
     if (target === undefined && !existing.metadata?.ownerReferences?.some((o) => o.kind === key.kind && o.name === key.name)) continue;
     try {
-      await kubeCall(`delete ${kind} ${key.namespace}/${name}`, () => api.delete(
-        { apiVersion: API_VERSION, kind, metadata: { name, namespace: key.namespace } }, undefined, undefined, undefined, undefined, 'Background',
-        { preconditions: { uid: existing.metadata?.uid } }));
+      const uid = existing.metadata?.uid;
+      if (!await deleteObject(ctx.kc, ref, { propagationPolicy: 'Background', ...(uid === undefined ? {} : { preconditions: { uid } }) })) continue;
       removed.push(`${kind} ${name}`);
     } catch (error) {
-      if (error instanceof NotFoundError) continue;
       if (error instanceof ForbiddenError && target !== undefined) {
         await warn(ctx, target, {
           reason: 'DeleteForbidden',

@@ -2,12 +2,12 @@
 // audience `stash`, bound to their Pod, whose owner chain must lead to the Backup's workload (or
 // to the run's Job). People and CI: any token the apiserver accepts, authorized by a
 // SubjectAccessReview for `create backuptriggers` in the namespace.
-import { AuthenticationV1Api, AuthorizationV1Api, CoreV1Api } from '@kubernetes/client-node';
-import type { KubeConfig, V1OwnerReference, V1Pod, V1UserInfo } from '@kubernetes/client-node';
+import type {
+  KubeConfig, V1Affinity, V1OwnerReference, V1SubjectAccessReviewStatus, V1TokenReviewStatus, V1UserInfo,
+} from '@kubernetes/client-node';
 import { GROUP } from '../../shared/api/index.ts';
-import { ForbiddenError, getObject, kubeCall, NotFoundError } from '../../shared/kube/index.ts';
+import { ForbiddenError, getObject, kubeRequest, resourcePath } from '../../shared/kube/index.ts';
 import { AGENT_AUDIENCE } from '../../shared/agent-protocol.ts';
-import { apiClient } from '../../shared/kube/index.ts';
 
 /** An answer other than 200: status and a message that says what failed and the fix. */
 export class HttpError extends Error {
@@ -19,6 +19,17 @@ export class HttpError extends Error {
     this.status = status;
     this.field = field;
   }
+}
+
+/**
+ * A Pod as the API sends it (JSON, read through shared/kube): the fields handle-trigger reads.
+ * Timestamps would be RFC 3339 strings; the only one looked at is whether deletionTimestamp is set.
+ */
+export interface PodObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; uid?: string; ownerReferences?: V1OwnerReference[]; deletionTimestamp?: unknown };
+  spec?: { nodeName?: string; affinity?: V1Affinity };
 }
 
 export const POD_NAME_EXTRA = 'authentication.kubernetes.io/pod-name';
@@ -35,10 +46,10 @@ export function bearerToken(header: string | undefined): string {
 
 /** TokenReview of `token`; 401 when the apiserver does not accept it (for these audiences). */
 export async function reviewToken(kc: KubeConfig, token: string, audiences?: string[]): Promise<V1UserInfo> {
-  const api = apiClient(kc, AuthenticationV1Api);
-  const review = await kubeCall('create TokenReview', () => api.createTokenReview({
+  // A review has no name (createObject needs one): POST it to the cluster-scoped collection.
+  const review = await kubeRequest<{ status?: V1TokenReviewStatus }>(kc, 'create TokenReview', 'POST', resourcePath('authentication.k8s.io/v1', 'tokenreviews'), {
     body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token, ...(audiences ? { audiences } : {}) } },
-  }));
+  });
   const status = review.status;
   const wanted = audiences ? ` for audience ${audiences.join(', ')}` : '';
   if (!status?.authenticated || status.user?.username === undefined) {
@@ -58,7 +69,7 @@ export async function reviewToken(kc: KubeConfig, token: string, audiences?: str
 export interface AgentIdentity {
   namespace: string;
   serviceAccount: string;
-  pod: V1Pod;
+  pod: PodObject;
   podName: string;
 }
 
@@ -77,14 +88,8 @@ export async function authenticateAgent(kc: KubeConfig, authorization: string | 
     throw new HttpError(401, `the token of ${user.username ?? 'an unknown user'} is not a ServiceAccount token bound to a Pod; mount a projected serviceAccountToken volume (audience "stash") into the agent`);
   }
   const namespace = sa[1];
-  const api = apiClient(kc, CoreV1Api);
-  let pod: V1Pod;
-  try {
-    pod = await kubeCall(`get Pod ${namespace}/${podName}`, () => api.readNamespacedPod({ namespace, name: podName }));
-  } catch (error) {
-    if (error instanceof NotFoundError) throw new HttpError(401, `the token's Pod ${namespace}/${podName} no longer exists`);
-    throw error;
-  }
+  const pod: PodObject | undefined = await getObject(kc, { apiVersion: 'v1', kind: 'Pod', namespace, name: podName });
+  if (pod === undefined) throw new HttpError(401, `the token's Pod ${namespace}/${podName} no longer exists`);
   if (pod.metadata?.uid !== podUid) throw new HttpError(401, `the token's Pod ${namespace}/${podName} was replaced by another Pod of that name; use the current Pod's token`);
   return { namespace, serviceAccount: sa[2], pod, podName };
 }
@@ -99,7 +104,7 @@ export interface Owner {
 }
 
 /** The Pod's controllers, nearest first: [ReplicaSet, Deployment], [StatefulSet], [Job, BackupTrigger]... */
-export async function ownerChain(kc: KubeConfig, pod: V1Pod, maxDepth = 4): Promise<Owner[]> {
+export async function ownerChain(kc: KubeConfig, pod: PodObject, maxDepth = 4): Promise<Owner[]> {
   const chain: Owner[] = [];
   const namespace = pod.metadata?.namespace ?? '';
   let refs = pod.metadata?.ownerReferences;
@@ -142,7 +147,7 @@ export function jobRun(chain: readonly Owner[]): { job: string; trigger: string 
 }
 
 /** The host a pod backs up as: host-<ordinal> for a StatefulSet pod, the node for a DaemonSet pod, else host-0. */
-export function podHost(kind: string, pod: V1Pod): string | undefined {
+export function podHost(kind: string, pod: PodObject): string | undefined {
   if (kind === 'StatefulSet') {
     const m = /-(\d+)$/.exec(pod.metadata?.name ?? '');
     return m ? `host-${m[1]}` : undefined;
@@ -152,7 +157,7 @@ export function podHost(kind: string, pod: V1Pod): string | undefined {
 }
 
 /** The node a pod runs on, or the one its DaemonSet meant it for (before scheduling). */
-export function podNode(pod: V1Pod): string | undefined {
+export function podNode(pod: PodObject): string | undefined {
   if (pod.spec?.nodeName) return pod.spec.nodeName;
   const terms = pod.spec?.affinity?.nodeAffinity?.requiredDuringSchedulingIgnoredDuringExecution?.nodeSelectorTerms ?? [];
   for (const term of terms) {
@@ -165,8 +170,7 @@ export function podNode(pod: V1Pod): string | undefined {
 /** The user behind a person's or CI's token, allowed to create BackupTriggers in `namespace`; 401/403 otherwise. */
 export async function authorizeTriggerCreation(kc: KubeConfig, authorization: string | undefined, namespace: string): Promise<V1UserInfo> {
   const user = await reviewToken(kc, bearerToken(authorization));
-  const api = apiClient(kc, AuthorizationV1Api);
-  const review = await kubeCall('create SubjectAccessReview', () => api.createSubjectAccessReview({
+  const review = await kubeRequest<{ status?: V1SubjectAccessReviewStatus }>(kc, 'create SubjectAccessReview', 'POST', resourcePath('authorization.k8s.io/v1', 'subjectaccessreviews'), {
     body: {
       apiVersion: 'authorization.k8s.io/v1', kind: 'SubjectAccessReview',
       spec: {
@@ -174,7 +178,7 @@ export async function authorizeTriggerCreation(kc: KubeConfig, authorization: st
         resourceAttributes: { namespace, verb: 'create', group: GROUP, resource: 'backuptriggers' },
       },
     },
-  }));
+  });
   if (review.status?.allowed !== true) {
     throw new HttpError(403, `${user.username ?? 'this user'} may not create backuptriggers.${GROUP} in namespace ${namespace}` +
       `${review.status?.reason ? ` (${review.status.reason})` : ''}; grant the verb "create" on resource "backuptriggers" of apiGroup "${GROUP}" with a Role and RoleBinding in ${namespace}`);

@@ -1,17 +1,17 @@
 // handle-trigger, the I/O: reconcile a BackupTrigger (level-triggered: read, decide with plan.ts,
 // write), serve the agents' claim/renew/report calls, and create manual runs.
-import { CoordinationV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import type { KubeConfig, V1Lease, V1OwnerReference } from '@kubernetes/client-node';
+import type { KubeConfig, V1OwnerReference } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import {
-  API_VERSION, APPCATALOG_API_VERSION, backup as backupSchema, backupTrigger as triggerSchema, GROUP, repository as repositorySchema, VERSION,
+  API_VERSION, APPCATALOG_API_VERSION, backup as backupSchema, backupTrigger as triggerSchema, GROUP, repository as repositorySchema,
 } from '../../shared/api/index.ts';
 import type { Backup, BackupTrigger, BackupTriggerStatus, Repository } from '../../shared/api/index.ts';
 import {
-  AlreadyExistsError, ConflictError, emitEvent, getObject, kubeCall, kubeTime, mergePatch, NotFoundError, patchStatus,
+  AlreadyExistsError, ConflictError, createObject, deleteObject, emitEvent, getObject, kubeRequest, kubeTime, listObjects, mergePatch, microTime,
+  patchStatus, replaceObject, resourcePath,
 } from '../../shared/kube/index.ts';
 import { identityTags } from '../../shared/snapshot-identity.ts';
-import type { AgentIdentity } from './auth.ts';
+import type { AgentIdentity, PodObject } from './auth.ts';
 import { chainReaches, HttpError, jobRun, ownerChain, podHost, podNode } from './auth.ts';
 import {
   backupPhaseWhileRunning, backupStatusAfterRun, claimableRun, claimHost, CONDITION_RECORDED, expectedHosts, initialStatus, invalidStatus, isFinished,
@@ -20,7 +20,6 @@ import {
 import type { LeaseView, RunTiming, TargetFacts } from './plan.ts';
 import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from '../../shared/agent-protocol.ts';
 import { checkDue } from '../../shared/agent-protocol.ts';
-import { apiClient } from '../../shared/kube/index.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/handle-trigger';
 export const CONTROLLER = 'stash.appscode.com/handle-trigger';
@@ -46,6 +45,21 @@ const now = (cfg: HandlerConfig): Date => (cfg.now ?? (() => new Date()))();
 
 type StoredTrigger = BackupTrigger & { metadata: { name: string; namespace: string; uid?: string; resourceVersion?: string; creationTimestamp?: unknown; ownerReferences?: V1OwnerReference[]; generation?: number } };
 type StoredBackup = Backup & { metadata: { name: string; namespace: string; uid?: string; resourceVersion?: string } };
+
+/**
+ * A host's Lease as the API sends it (JSON, read and written through shared/kube): the fields
+ * handle-trigger reads or writes. renewTime and acquireTime are MicroTime strings
+ * (2026-11-25T10:00:00.000000Z): parse them to compare, write them with microTime().
+ */
+interface LeaseObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: {
+    name?: string; namespace?: string; resourceVersion?: string;
+    labels?: Record<string, string>; annotations?: Record<string, string>; ownerReferences?: V1OwnerReference[];
+  };
+  spec?: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
+}
 
 function triggerRef(namespace: string, name: string) {
   return { apiVersion: API_VERSION, kind: 'BackupTrigger', namespace, name };
@@ -90,12 +104,8 @@ async function readBackup(cfg: HandlerConfig, namespace: string, name: string): 
 }
 
 async function listTriggers(cfg: HandlerConfig, namespace?: string): Promise<StoredTrigger[]> {
-  const api = apiClient(cfg.kc, CustomObjectsApi);
-  const list = await kubeCall(`list BackupTriggers${namespace ? ` in ${namespace}` : ''}`, () => namespace === undefined
-    ? api.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })
-    : api.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL })) as { items?: unknown[] };
-  return (list.items ?? []).map((item) => parseTrigger(cfg, { apiVersion: API_VERSION, kind: 'BackupTrigger', ...(item as object) }))
-    .filter((t): t is StoredTrigger => t !== undefined);
+  const items = await listObjects(cfg.kc, { apiVersion: API_VERSION, kind: 'BackupTrigger', namespace });
+  return items.map((item) => parseTrigger(cfg, item)).filter((t): t is StoredTrigger => t !== undefined);
 }
 
 async function triggersOf(cfg: HandlerConfig, namespace: string, backup: string): Promise<StoredTrigger[]> {
@@ -134,30 +144,26 @@ async function targetFacts(cfg: HandlerConfig, backup: StoredBackup): Promise<Ta
   if (object === undefined) return facts;
   if (kind === 'StatefulSet') facts.replicas = object.spec?.replicas ?? 1;
   if (kind === 'DaemonSet') {
-    const pods = await kubeCall(`list Pods in ${namespace}`, () => apiClient(cfg.kc, CoreV1Api).listNamespacedPod({ namespace }));
-    facts.nodeNames = pods.items
+    const pods: PodObject[] = await listObjects(cfg.kc, { apiVersion: 'v1', kind: 'Pod', namespace });
+    facts.nodeNames = pods
       .filter((p) => p.metadata?.deletionTimestamp === undefined && p.metadata?.ownerReferences?.some((r) => r.uid === object.metadata?.uid))
       .map(podNode).filter((n): n is string => n !== undefined);
   }
   return facts;
 }
 
-async function readLease(cfg: HandlerConfig, namespace: string, name: string): Promise<V1Lease | undefined> {
-  try {
-    return await kubeCall(`get Lease ${namespace}/${name}`, () => apiClient(cfg.kc, CoordinationV1Api).readNamespacedLease({ namespace, name }));
-  } catch (error) {
-    if (error instanceof NotFoundError) return undefined;
-    throw error;
-  }
+async function readLease(cfg: HandlerConfig, namespace: string, name: string): Promise<LeaseObject | undefined> {
+  return getObject<LeaseObject>(cfg.kc, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', namespace, name });
 }
 
+/** A timestamp from an object read as JSON (an RFC 3339 Time or MicroTime string); undefined when absent or unparsable. */
 function toDate(value: unknown): Date | undefined {
-  if (value instanceof Date) return value;
-  if (typeof value === 'string' && value !== '') return new Date(value);
-  return undefined;
+  if (typeof value !== 'string' || value === '') return undefined;
+  const ms = Date.parse(value);
+  return Number.isNaN(ms) ? undefined : new Date(ms);
 }
 
-export function leaseView(lease: V1Lease | undefined): LeaseView | undefined {
+export function leaseView(lease: LeaseObject | undefined): LeaseView | undefined {
   if (lease === undefined) return undefined;
   const view: LeaseView = {};
   if (lease.spec?.holderIdentity) view.holder = lease.spec.holderIdentity;
@@ -207,13 +213,9 @@ async function recordOnBackup(cfg: HandlerConfig, trigger: StoredTrigger, backup
 async function pruneHistory(cfg: HandlerConfig, backup: StoredBackup): Promise<string[]> {
   const ns = backup.metadata.namespace;
   const names = triggersToPrune(await triggersOf(cfg, ns, backup.metadata.name), backup.spec.backupHistoryLimit);
-  const api = apiClient(cfg.kc, CustomObjectsApi);
   for (const name of names) {
-    try {
-      await kubeCall(`delete BackupTrigger ${ns}/${name}`, () => api.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: PLURAL, name }));
+    if (await deleteObject(cfg.kc, triggerRef(ns, name))) {
       cfg.log.info({ namespace: ns, backup: backup.metadata.name, trigger: name }, 'pruned a finished run beyond backupHistoryLimit');
-    } catch (error) {
-      if (!(error instanceof NotFoundError)) throw error;
     }
   }
   return names;
@@ -368,7 +370,7 @@ async function agentContext(cfg: HandlerConfig, agent: AgentIdentity, namespace:
   return context;
 }
 
-function leaseObject(backup: StoredBackup, name: string, host: string, trigger: string, pod: string, durationSeconds: number, at: Date, previous?: V1Lease): V1Lease {
+function leaseObject(backup: StoredBackup, name: string, host: string, trigger: string, pod: string, durationSeconds: number, at: Date, previous?: LeaseObject): LeaseObject {
   const transitions = (previous?.spec?.leaseTransitions ?? 0) + (previous?.spec?.holderIdentity && previous.spec.holderIdentity !== pod ? 1 : 0);
   return {
     apiVersion: 'coordination.k8s.io/v1', kind: 'Lease',
@@ -385,26 +387,18 @@ function leaseObject(backup: StoredBackup, name: string, host: string, trigger: 
   };
 }
 
-/** A MicroTime for the typed client: a Date whose JSON form has the six fraction digits MicroTime needs. */
-function microTime(at: Date): Date {
-  const d = new Date(at.getTime());
-  d.toJSON = () => `${at.toISOString().slice(0, -1)}000Z`;
-  return d;
-}
-
 /** Takes the host's lease for `pod`; false when another live holder has it or another claim won the race. */
 async function acquireLease(cfg: HandlerConfig, backup: StoredBackup, host: string, trigger: string, pod: string): Promise<boolean> {
   const ns = backup.metadata.namespace;
   const name = leaseName(backup.metadata.name, host);
-  const api = apiClient(cfg.kc, CoordinationV1Api);
   const current = await readLease(cfg, ns, name);
   const at = now(cfg);
   const decision = leaseDecision(leaseView(current), current !== undefined, pod, at);
   const body = leaseObject(backup, name, host, trigger, pod, cfg.timing.leaseDurationSeconds, at, current);
   try {
     if (decision.action === 'held') return false;
-    if (decision.action === 'create') await kubeCall(`create Lease ${ns}/${name}`, () => api.createNamespacedLease({ namespace: ns, body }));
-    else await kubeCall(`update Lease ${ns}/${name}`, () => api.replaceNamespacedLease({ namespace: ns, name, body }));
+    if (decision.action === 'create') await createObject(cfg.kc, body, { fieldManager: FIELD_MANAGER });
+    else await replaceObject(cfg.kc, body, { fieldManager: FIELD_MANAGER });
     return true;
   } catch (error) {
     // Another replica created or updated it first: it holds the lease now.
@@ -415,18 +409,16 @@ async function acquireLease(cfg: HandlerConfig, backup: StoredBackup, host: stri
 
 /** Gives the lease up if `pod` still holds it. */
 async function releaseLease(cfg: HandlerConfig, namespace: string, name: string, pod: string): Promise<void> {
-  const api = apiClient(cfg.kc, CoordinationV1Api);
   await retryOnConflict(async () => {
     const lease = await readLease(cfg, namespace, name);
     if (lease?.spec?.holderIdentity !== pod) return;
     const annotations = { ...lease.metadata?.annotations };
     delete annotations[TRIGGER_ANNOTATION];
-    const body: V1Lease = {
-      ...lease,
-      metadata: { ...lease.metadata, annotations },
-      spec: { leaseDurationSeconds: lease.spec.leaseDurationSeconds, leaseTransitions: lease.spec.leaseTransitions },
-    };
-    await kubeCall(`release Lease ${namespace}/${name}`, () => api.replaceNamespacedLease({ namespace, name, body }));
+    const spec: NonNullable<LeaseObject['spec']> = {};
+    if (lease.spec.leaseDurationSeconds !== undefined) spec.leaseDurationSeconds = lease.spec.leaseDurationSeconds;
+    if (lease.spec.leaseTransitions !== undefined) spec.leaseTransitions = lease.spec.leaseTransitions;
+    const body: LeaseObject = { ...lease, metadata: { ...lease.metadata, annotations }, spec };
+    await replaceObject(cfg.kc, body, { fieldManager: FIELD_MANAGER });
   });
 }
 
@@ -522,15 +514,14 @@ async function agentRun(cfg: HandlerConfig, agent: AgentIdentity, req: { namespa
 export async function renew(cfg: HandlerConfig, agent: AgentIdentity, req: RenewRequest): Promise<RenewAnswer> {
   const { trigger, backup } = await agentRun(cfg, agent, req);
   const name = leaseName(backup.metadata.name, req.host);
-  const api = apiClient(cfg.kc, CoordinationV1Api);
   return retryOnConflict(async () => {
     const lease = await readLease(cfg, req.namespace, name);
     const entry = trigger.status?.hosts?.find((h) => h.host === req.host);
     const decision = renewDecision(leaseView(lease), entry, req.host, agent.podName, req.trigger, name);
     if (!decision.ok || lease === undefined) throw new HttpError(409, decision.ok ? `lease ${name} is gone; stop this backup and claim again` : decision.message);
     const at = now(cfg);
-    const body: V1Lease = { ...lease, spec: { ...lease.spec, renewTime: microTime(at), leaseDurationSeconds: cfg.timing.leaseDurationSeconds } };
-    await kubeCall(`renew Lease ${req.namespace}/${name}`, () => api.replaceNamespacedLease({ namespace: req.namespace, name, body }));
+    const body: LeaseObject = { ...lease, spec: { ...lease.spec, renewTime: microTime(at), leaseDurationSeconds: cfg.timing.leaseDurationSeconds } };
+    await replaceObject(cfg.kc, body, { fieldManager: FIELD_MANAGER });
     return { renewTime: at.toISOString(), leaseDurationSeconds: cfg.timing.leaseDurationSeconds };
   });
 }
@@ -586,9 +577,9 @@ export async function createManualTrigger(cfg: HandlerConfig, namespace: string,
     },
     spec: { targetBackup: { name: backupName }, origin: 'Manual' },
   };
-  const api = apiClient(cfg.kc, CustomObjectsApi);
-  const created = await kubeCall(`create BackupTrigger for Backup ${namespace}/${backupName}`, () =>
-    api.createNamespacedCustomObject({ group: GROUP, version: VERSION, namespace, plural: PLURAL, body })) as { metadata?: { name?: string } };
+  // generateName, no name (createObject needs one): POST it to the namespace's collection.
+  const created = await kubeRequest<{ metadata?: { name?: string } }>(cfg.kc, `create BackupTrigger for Backup ${namespace}/${backupName}`, 'POST',
+    resourcePath(API_VERSION, PLURAL, { namespace }), { query: { fieldManager: FIELD_MANAGER }, body });
   const name = created.metadata?.name ?? '';
   try {
     await reconcileTrigger(cfg, namespace, name);

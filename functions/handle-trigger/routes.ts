@@ -6,6 +6,7 @@ import type { NextFunction, Request, Response, Router } from 'express';
 import type { z } from 'zod';
 import { dnsLabelName, dnsSubdomainName } from '../../shared/api/index.ts';
 import { KubeApiError } from '../../shared/kube/index.ts';
+import { servesNamespace } from '../../shared/runtime/index.ts';
 import { authenticateAgent, authorizeTriggerCreation, HttpError } from './auth.ts';
 import { claim, createManualTrigger, renew, report } from './handler.ts';
 import type { HandlerConfig } from './handler.ts';
@@ -40,6 +41,17 @@ function sendError(cfg: HandlerConfig, req: Request, res: Response, error: unkno
   res.status(500).json({ error: 'internal error in handle-trigger; see its logs and retry', retry: true });
 }
 
+/**
+ * A request about a namespace this handle-trigger does not serve (STASH_NAMESPACES) is answered
+ * 404: another installation serves it, and answering here would act outside this one's scope.
+ */
+function requireServed(cfg: HandlerConfig, namespace: string, what: string): void {
+  if (!servesNamespace(cfg.namespaces, namespace)) {
+    throw new HttpError(404, `${what} is in namespace ${namespace}, which this handle-trigger does not serve (STASH_NAMESPACES=${(cfg.namespaces ?? []).join(',')}): ` +
+      'call the handle-trigger of the installation that serves it, or add the namespace to STASH_NAMESPACES', 'namespace');
+  }
+}
+
 /** Express router for the agent protocol and the trigger endpoint. */
 export function protocolRouter(cfg: HandlerConfig): Router {
   const router = express.Router();
@@ -57,6 +69,7 @@ export function protocolRouter(cfg: HandlerConfig): Router {
 
   route(AGENT_PATHS.claim, async (req, res) => {
     const agent = await authenticateAgent(cfg.kc, req.headers.authorization);
+    requireServed(cfg, agent.namespace, `the agent's Pod ${agent.podName}`);
     const run = await claim(cfg, agent, parseBody(claimRequest, req.body, AGENT_PATHS.claim));
     if (run === undefined) res.status(204).end();
     else res.status(200).json(run);
@@ -64,11 +77,13 @@ export function protocolRouter(cfg: HandlerConfig): Router {
 
   route(AGENT_PATHS.renew, async (req, res) => {
     const agent = await authenticateAgent(cfg.kc, req.headers.authorization);
+    requireServed(cfg, agent.namespace, `the agent's Pod ${agent.podName}`);
     res.status(200).json(await renew(cfg, agent, parseBody(renewRequest, req.body, AGENT_PATHS.renew)));
   });
 
   route(AGENT_PATHS.report, async (req, res) => {
     const agent = await authenticateAgent(cfg.kc, req.headers.authorization);
+    requireServed(cfg, agent.namespace, `the agent's Pod ${agent.podName}`);
     res.status(200).json(await report(cfg, agent, parseBody(reportRequest, req.body, AGENT_PATHS.report)));
   });
 
@@ -77,6 +92,7 @@ export function protocolRouter(cfg: HandlerConfig): Router {
     const name = dnsSubdomainName('backup name').safeParse(req.params.name);
     if (!namespace.success) throw new HttpError(400, `the URL's namespace is invalid: ${namespace.error.issues[0]?.message ?? ''}`, 'namespace');
     if (!name.success) throw new HttpError(400, `the URL's backup name is invalid: ${name.error.issues[0]?.message ?? ''}`, 'name');
+    requireServed(cfg, namespace.data, `Backup ${name.data}`);
     const user = await authorizeTriggerCreation(cfg.kc, req.headers.authorization, namespace.data);
     const created = await createManualTrigger(cfg, namespace.data, name.data, user.username);
     cfg.log.info({ namespace: namespace.data, backup: name.data, trigger: created, user: user.username }, 'manual run created');

@@ -5,13 +5,12 @@
 // with server-side apply under FIELD_MANAGER and removed by applying an empty configuration with
 // the same manager (a finalizer on the Backup guards that). The workload is applied to only when
 // its pod template differs from the plan, so a resync of unchanged Backups only reads.
-import { CustomObjectsApi } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { agentName, agentTemplate as agentTemplateSchema, API_VERSION, backup as backupSchema, formatPath, GROUP, repository as repositorySchema, VERSION } from '../../shared/api/index.ts';
+import { agentName, agentTemplate as agentTemplateSchema, API_VERSION, backup as backupSchema, formatPath, repository as repositorySchema } from '../../shared/api/index.ts';
 import type { AgentTemplate, Backup, Repository } from '../../shared/api/index.ts';
 import {
-  applyObject, ConflictError, conditionUnchanged, emitEvent, getObject, InvalidError, kubeCall, mergePatch, patchStatus, setCondition,
+  applyObject, ConflictError, conditionUnchanged, emitEvent, getObject, InvalidError, listObjects, mergePatch, patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
 import type { Condition, ConditionInput, ObjectRef } from '../../shared/kube/index.ts';
 import { reconcileBatch } from '../../shared/runtime/index.ts';
@@ -23,7 +22,6 @@ import {
   targetLabelValue, unsupportedTargetMessage, WORKLOAD_KINDS, workloadUnchangedSince,
 } from './plan.ts';
 import type { BackupState, PlanOptions, RefusalReason, SidecarStatus, Workload } from './plan.ts';
-import { apiClient } from '../../shared/kube/index.ts';
 
 export const REPORTING_CONTROLLER = FIELD_MANAGER;
 export const SIDECAR_CONDITION = 'SidecarInjected';
@@ -88,20 +86,8 @@ export class BackupLister {
 }
 
 /** Every Backup (in `namespace`, or in all namespaces), following list continuations. */
-export async function listBackups(kc: KubeConfig, namespace?: string, labelSelector?: string): Promise<KubernetesObject[]> {
-  const api = apiClient(kc, CustomObjectsApi);
-  const items: KubernetesObject[] = [];
-  let token: string | undefined;
-  do {
-    const common = { group: GROUP, version: VERSION, plural: 'backups', limit: 500, _continue: token, ...(labelSelector === undefined ? {} : { labelSelector }) };
-    const what = `list Backups${namespace ? ` in namespace ${namespace}` : ' in all namespaces'}${labelSelector === undefined ? '' : ` with ${labelSelector}`}`;
-    const page = await kubeCall(what, () => (namespace === undefined
-      ? api.listClusterCustomObject(common)
-      : api.listNamespacedCustomObject({ ...common, namespace }))) as { items?: KubernetesObject[]; metadata?: { continue?: string } };
-    for (const item of page.items ?? []) items.push({ ...item, apiVersion: API_VERSION, kind: 'Backup' });
-    token = page.metadata?.continue || undefined;
-  } while (token !== undefined);
-  return items;
+export function listBackups(kc: KubeConfig, namespace?: string, labelSelector?: string): Promise<KubernetesObject[]> {
+  return listObjects(kc, { apiVersion: API_VERSION, kind: 'Backup', namespace, labelSelector });
 }
 
 function backupRef(key: BackupKey): ObjectRef {

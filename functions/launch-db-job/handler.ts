@@ -1,16 +1,15 @@
 // launch-db-job's I/O. Level-triggered: an event only names an object; the handler re-reads the
 // run (BackupTrigger), its Backup, the Job, and converges: one Job per open database run, the
 // Backup's DatabaseJobReady condition, and a failed host entry when the Job ended without a report.
-import { BatchV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import type { KubeConfig, V1Job } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject, V1Job } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import {
-  agentName, agentTemplate as agentTemplateSchema, API_VERSION, APPCATALOG_API_VERSION, appBinding as appBindingSchema, formatPath, GROUP,
-  repository as repositorySchema, VERSION,
+  agentName, agentTemplate as agentTemplateSchema, API_VERSION, APPCATALOG_API_VERSION, appBinding as appBindingSchema, formatPath,
+  repository as repositorySchema,
 } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Backup, BackupTrigger, Repository } from '../../shared/api/index.ts';
 import {
-  AlreadyExistsError, ConflictError, conditionUnchanged, emitEvent, getObject, kubeCall, NotFoundError, patchStatus, setCondition,
+  AlreadyExistsError, ConflictError, conditionUnchanged, createObject, emitEvent, getObject, listObjects, patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
 import type { Condition, ConditionInput } from '../../shared/kube/index.ts';
 import { servesNamespace, TransientError } from '../../shared/runtime/index.ts';
@@ -18,7 +17,6 @@ import {
   CONTROLLER, failedHosts, FIELD_MANAGER, HOST, hostFinished, isDatabaseBackup, JOB_CONDITION, jobName, jobOutcome, planDatabaseJob,
 } from './plan.ts';
 import type { JobOptions } from './plan.ts';
-import { apiClient } from '../../shared/kube/index.ts';
 
 export interface HandlerOptions extends JobOptions {
   /** The clock (tests). */
@@ -115,8 +113,6 @@ function probeTrigger(backup: Backup): BackupTrigger {
 export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) {
   const clock = options.now ?? (() => new Date());
   const missingGrace = (options.missingGraceSeconds ?? 60) * 1000;
-  const batch = apiClient(kc, BatchV1Api);
-  const custom = apiClient(kc, CustomObjectsApi);
   const namespaces = servedNamespaces(options);
 
   async function event(object: Backup, type: 'Normal' | 'Warning', reason: string, message: string, log: Logger, related?: { apiVersion: string; kind: string; namespace: string; name: string }): Promise<void> {
@@ -196,10 +192,7 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
     const meta = { namespace, trigger: name, backup: backup.metadata.name };
     const now = clock();
     const jname = jobName(name);
-    const job = await kubeCall(`get Job ${namespace}/${jname}`, () => batch.readNamespacedJob({ namespace, name: jname })).catch((error: unknown) => {
-      if (error instanceof NotFoundError) return undefined;
-      throw error;
-    });
+    const job = await getObject<V1Job & KubernetesObject>(kc, { apiVersion: 'batch/v1', kind: 'Job', namespace, name: jname });
     if (job !== undefined) {
       const outcome = jobOutcome(job, now, options.reportGraceSeconds ?? 120);
       if (outcome?.failed) {
@@ -229,7 +222,7 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
     const plan = planDatabaseJob({ backup, trigger, ...resolution.value, options });
     if (!plan.ok) return 'waiting'; // unreachable: the probe plan above succeeded with the same inputs
     try {
-      await kubeCall(`create Job ${namespace}/${jname}`, () => batch.createNamespacedJob({ namespace, body: plan.job }));
+      await createObject(kc, { ...plan.job, apiVersion: 'batch/v1', kind: 'Job', metadata: { ...plan.job.metadata, namespace } });
     } catch (error) {
       if (error instanceof AlreadyExistsError) return 'already-created';
       throw error;
@@ -240,17 +233,11 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
   }
 
   async function listTriggers(namespace: string | undefined): Promise<BackupTrigger[]> {
-    const request = { group: GROUP, version: VERSION, plural: 'backuptriggers' };
-    const list = await kubeCall(`list BackupTriggers in ${namespace ?? 'all namespaces'}`, () =>
-      namespace === undefined ? custom.listClusterCustomObject(request) : custom.listNamespacedCustomObject({ ...request, namespace })) as { items?: BackupTrigger[] };
-    return list.items ?? [];
+    return listObjects<BackupTrigger & KubernetesObject>(kc, { apiVersion: API_VERSION, kind: 'BackupTrigger', namespace });
   }
 
   async function listBackups(namespace: string | undefined): Promise<Backup[]> {
-    const request = { group: GROUP, version: VERSION, plural: 'backups' };
-    const list = await kubeCall(`list Backups in ${namespace ?? 'all namespaces'}`, () =>
-      namespace === undefined ? custom.listClusterCustomObject(request) : custom.listNamespacedCustomObject({ ...request, namespace })) as { items?: Backup[] };
-    return list.items ?? [];
+    return listObjects<Backup & KubernetesObject>(kc, { apiVersion: API_VERSION, kind: 'Backup', namespace });
   }
 
   /** `list` over every served namespace: one call for all namespaces, or one per served namespace. */
@@ -298,10 +285,7 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
 
   /** A Job event: the run it belongs to (its controller ownerReference, else the name without -job). */
   async function reconcileJob(namespace: string, name: string, log: Logger): Promise<TriggerResult | undefined> {
-    const job: V1Job | undefined = await kubeCall(`get Job ${namespace}/${name}`, () => batch.readNamespacedJob({ namespace, name })).catch((error: unknown) => {
-      if (error instanceof NotFoundError) return undefined;
-      throw error;
-    });
+    const job: V1Job | undefined = await getObject<V1Job & KubernetesObject>(kc, { apiVersion: 'batch/v1', kind: 'Job', namespace, name });
     const owner = job?.metadata?.ownerReferences?.find((o) => o.kind === 'BackupTrigger' && o.controller === true)?.name;
     const trigger = owner ?? (name.endsWith('-job') ? name.slice(0, -4) : undefined);
     if (trigger === undefined) return undefined;

@@ -2,19 +2,17 @@
 // each per served namespace), the plan,
 // then the writes with bounded concurrency. Every write is idempotent: a second sweep for the same
 // tick gets AlreadyExists on the trigger and writes the same status.
-import { CustomObjectsApi } from '@kubernetes/client-node';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
+import { API_VERSION } from '../../shared/api/index.ts';
 import type { Backup, BackupTrigger } from '../../shared/api/index.ts';
-import { AlreadyExistsError, ConflictError, emitEvent, getObject, kubeCall, NotFoundError, patchStatus } from '../../shared/kube/index.ts';
+import { AlreadyExistsError, ConflictError, createObject, emitEvent, getObject, listObjects, NotFoundError, patchStatus } from '../../shared/kube/index.ts';
 import { forEachLimited } from '../../shared/runtime/index.ts';
 export { forEachLimited } from '../../shared/runtime/index.ts';
 import type { Invocation } from '../../shared/runtime/index.ts';
 import { servesNamespace, TransientError } from '../../shared/runtime/index.ts';
 import { planSchedules } from './plan.ts';
 import type { BackupPlan } from './plan.ts';
-import { apiClient } from '../../shared/kube/index.ts';
 
 export const FIELD_MANAGER = 'stash.appscode.com/sweep';
 export const CONTROLLER = 'stash.appscode.com/sweep';
@@ -57,20 +55,13 @@ export interface SweepSummary {
   totalMs: number;
 }
 
-/** Lists every object of a Stash kind (in all namespaces, or in one), following continue tokens. */
+const KINDS: Readonly<Record<string, string>> = { backups: 'Backup', backuptriggers: 'BackupTrigger' };
+
+/** Lists every object of a Stash kind (by plural: backups, backuptriggers) in all namespaces or in one, following continue tokens. */
 export async function listAll<T>(kc: KubeConfig, plural: string, pageSize: number, namespace?: string): Promise<T[]> {
-  const api = apiClient(kc, CustomObjectsApi);
-  const items: T[] = [];
-  let token: string | undefined;
-  do {
-    const request = { group: GROUP, version: VERSION, plural, limit: pageSize, ...(token ? { _continue: token } : {}) };
-    const page = await kubeCall(`list ${plural}.${GROUP} in ${namespace === undefined ? 'all namespaces' : `namespace ${namespace}`}`, () =>
-      namespace === undefined ? api.listClusterCustomObject(request) : api.listNamespacedCustomObject({ ...request, namespace })) as
-      { items?: T[]; metadata?: { continue?: string } };
-    items.push(...(page.items ?? []));
-    token = page.metadata?.continue || undefined;
-  } while (token !== undefined);
-  return items;
+  const kind = KINDS[plural];
+  if (kind === undefined) throw new TypeError(`listAll lists ${Object.keys(KINDS).join(', ')}, not ${plural}`);
+  return listObjects(kc, { apiVersion: API_VERSION, kind, namespace, limit: pageSize }) as Promise<T[]>;
 }
 
 /** Lists a Stash kind in every namespace (`namespaces` undefined) or once per namespace of `namespaces`. */
@@ -79,13 +70,9 @@ export async function listServed<T>(kc: KubeConfig, plural: string, pageSize: nu
   return (await Promise.all(namespaces.map((ns) => listAll<T>(kc, plural, pageSize, ns)))).flat();
 }
 
-/** Runs `work` over `items` with at most `limit` in flight; never rejects. */
 async function createTrigger(kc: KubeConfig, trigger: BackupTrigger): Promise<'created' | 'exists'> {
-  const api = apiClient(kc, CustomObjectsApi);
-  const namespace = trigger.metadata.namespace ?? 'default';
   try {
-    await kubeCall(`create BackupTrigger ${namespace}/${trigger.metadata.name ?? ''}`, () =>
-      api.createNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backuptriggers', namespace, body: trigger }));
+    await createObject(kc, { ...trigger, metadata: { ...trigger.metadata, namespace: trigger.metadata.namespace ?? 'default' } });
     return 'created';
   } catch (error) {
     if (error instanceof AlreadyExistsError) return 'exists';

@@ -1,7 +1,8 @@
 /**
  * Is the sweep's memory garbage or live data? Creates BENCH_N (default 1,000) Backups (no
  * workloads: the sweep does not read them) in a fresh namespace, then for each Node heap setting in
- * BENCH_HEAPS (default "default,128": MB for --max-old-space-size) starts scripts/bench/sweep-server.ts
+ * BENCH_HEAPS (default "default,128"; ","-separated: "default", a number = MB for --max-old-space-size, or
+ * Node flags starting with "--", e.g. "--max-semi-space-size=1") starts scripts/bench/sweep-server.ts
  * as its own process and runs a first, an idle and a due sweep, printing each sweep's time and the
  * process's peak RSS (VmHWM). Deletes the namespace at the end.
  *   node scripts/bench/sweep-memory.ts
@@ -45,8 +46,9 @@ try {
     const clockFile = path.join(benchDir, 'sweep-memory-clock');
     writeFileSync(clockFile, new Date(t0).toISOString());
     const port = await freePort();
-    const log = openSync(path.join(benchDir, `sweep-memory-${heap}.log`), 'w');
-    const child = spawn(process.execPath, [...(heap === 'default' ? [] : [`--max-old-space-size=${heap}`]), path.join(repoRoot, 'scripts/bench/sweep-server.ts')],
+    const log = openSync(path.join(benchDir, `sweep-memory-${heap.replace(/[^\w.=-]/g, '_')}.log`), 'w');
+    const flags = heap === 'default' ? [] : heap.startsWith('--') ? heap.split(' ') : [`--max-old-space-size=${heap}`];
+    const child = spawn(process.execPath, [...flags, path.join(repoRoot, 'scripts/bench/sweep-server.ts')],
       { env: { ...process.env, PORT: String(port), KUBECONFIG: cluster.kubeconfigPath, BENCH_NAMESPACE: ns, BENCH_CLOCK_FILE: clockFile, LOG_LEVEL: 'warn' }, stdio: ['ignore', log, log] });
     for (let i = 0; i < 100 && !(await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)); i++) await sleep(100);
     const hwm = (): string => /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'))?.[1] ?? '?';

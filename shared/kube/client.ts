@@ -1,7 +1,6 @@
 // Loads the Kubernetes client configuration the way every Stash function needs it.
 import { existsSync } from 'node:fs';
-import { KubeConfig, KubernetesObjectApi } from '@kubernetes/client-node';
-import type { ApiConstructor, ApiType } from '@kubernetes/client-node';
+import { KubeConfig } from '@kubernetes/client-node';
 import { KubeConfigError } from './errors.ts';
 
 const serviceAccountToken = '/var/run/secrets/kubernetes.io/serviceaccount/token';
@@ -34,37 +33,4 @@ export function loadKubeConfig(): KubeConfig {
         'set KUBECONFIG or run in a Pod with a ServiceAccount token');
   }
   return kc;
-}
-
-const objectApis = new WeakMap<KubeConfig, KubernetesObjectApi>();
-const typedApis = new WeakMap<KubeConfig, Map<unknown, unknown>>();
-
-/**
- * One generic object client per KubeConfig. KubernetesObjectApi learns each group version's
- * resources (kind -> plural) with a discovery request and remembers them in the instance, so a
- * client made per call pays a discovery round trip before every read or write; a kind it has not
- * seen (a CRD installed later) is looked up again.
- */
-export function objectApi(kc: KubeConfig): KubernetesObjectApi {
-  let api = objectApis.get(kc);
-  if (api === undefined) {
-    api = KubernetesObjectApi.makeApiClient(kc);
-    objectApis.set(kc, api);
-  }
-  return api;
-}
-
-/** `kc.makeApiClient(Api)`, made once per KubeConfig and API class. */
-export function apiClient<T extends ApiType>(kc: KubeConfig, Api: ApiConstructor<T>): T {
-  let byClass = typedApis.get(kc);
-  if (byClass === undefined) {
-    byClass = new Map();
-    typedApis.set(kc, byClass);
-  }
-  let api = byClass.get(Api) as T | undefined;
-  if (api === undefined) {
-    api = kc.makeApiClient(Api);
-    byClass.set(Api, api);
-  }
-  return api;
 }

@@ -64,25 +64,33 @@ const hints: Record<number, string> = {
 };
 
 /**
- * Converts what a client-node call threw into a typed error whose message says what was tried:
- * `get Backup demo/x failed: backups.stash.appscode.com "x" not found (404 NotFound); check ...`.
- * Anything that is not an ApiException (network failure, bug) is returned unchanged.
+ * The typed error for an apiserver answer with status `code` and body `body` (a metav1.Status,
+ * as text or parsed): `get Backup demo/x failed: backups.stash.appscode.com "x" not found (404
+ * NotFound); check ...`.
+ */
+export function statusError(code: number, body: unknown, action: string, cause?: unknown): KubeApiError {
+  const status = parseStatus(code, body);
+  const hint = hints[status.code];
+  const message = `${action} failed: ${status.message} (${status.code} ${status.reason})${hint ? `; ${hint}` : ''}`;
+  const options = cause === undefined ? undefined : { cause };
+  switch (status.code) {
+    case 401: return new UnauthorizedError(message, status, options);
+    case 403: return new ForbiddenError(message, status, options);
+    case 404: return new NotFoundError(message, status, options);
+    case 409: return status.reason === 'AlreadyExists' ? new AlreadyExistsError(message, status, options) : new ConflictError(message, status, options);
+    case 410: return new GoneError(message, status, options);
+    case 422: return new InvalidError(message, status, options);
+    default: return new KubeApiError(message, status, options);
+  }
+}
+
+/**
+ * Converts what a client-node call threw into a typed error (statusError); anything that is not
+ * an ApiException (network failure, bug) is returned unchanged.
  */
 export function toKubeError(error: unknown, action: string): unknown {
   if (!(error instanceof ApiException)) return error;
-  const status = parseStatus(error.code, error.body);
-  const hint = hints[status.code];
-  const message = `${action} failed: ${status.message} (${status.code} ${status.reason})${hint ? `; ${hint}` : ''}`;
-  const cause = { cause: error };
-  switch (status.code) {
-    case 401: return new UnauthorizedError(message, status, cause);
-    case 403: return new ForbiddenError(message, status, cause);
-    case 404: return new NotFoundError(message, status, cause);
-    case 409: return status.reason === 'AlreadyExists' ? new AlreadyExistsError(message, status, cause) : new ConflictError(message, status, cause);
-    case 410: return new GoneError(message, status, cause);
-    case 422: return new InvalidError(message, status, cause);
-    default: return new KubeApiError(message, status, cause);
-  }
+  return statusError(error.code, error.body, action, error);
 }
 
 /** Runs a client-node call, converting its failure with toKubeError. */

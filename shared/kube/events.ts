@@ -7,12 +7,11 @@
 // default) ends a series; the next occurrence starts a new one.
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
-import { EventsV1Api, PatchStrategy, setHeaderOptions, V1MicroTime } from '@kubernetes/client-node';
 import type { EventsV1Event, KubeConfig, KubernetesObject, V1ObjectReference } from '@kubernetes/client-node';
-import { AlreadyExistsError, ConflictError, kubeCall } from './errors.ts';
+import { AlreadyExistsError, ConflictError } from './errors.ts';
+import { kubeRequest, resourcePath } from './http.ts';
 import { describeRef } from './objects.ts';
 import type { ObjectRef } from './objects.ts';
-import { apiClient } from './client.ts';
 
 export interface EventInput {
   type: 'Normal' | 'Warning';
@@ -85,7 +84,6 @@ export function microTime(date: Date): string {
 export async function emitEvent(
   kc: KubeConfig, involvedObject: InvolvedObject, event: EventInput, reportingController: string, now: Date = new Date(),
 ): Promise<EventsV1Event> {
-  const api = apiClient(kc, EventsV1Api);
   const regarding = involvedReference(involvedObject);
   const namespace = regarding.namespace ?? 'default';
   const name = eventName(regarding, event, reportingController);
@@ -94,7 +92,7 @@ export async function emitEvent(
     apiVersion: 'events.k8s.io/v1',
     kind: 'Event',
     metadata: { name, namespace },
-    eventTime: new V1MicroTime(now),
+    eventTime: microTime(now) as unknown as EventsV1Event['eventTime'], // JSON on the wire
     type: event.type,
     reason: truncateBytes(event.reason, FIELD_LIMIT),
     note: truncateBytes(event.message, NOTE_LIMIT),
@@ -104,20 +102,20 @@ export async function emitEvent(
     reportingInstance: truncateBytes(`${reportingController}-${hostname()}`, FIELD_LIMIT),
   };
   if (event.related) body.related = involvedReference(event.related);
+  const path = resourcePath('events.k8s.io/v1', 'events', { namespace });
   try {
-    return await kubeCall(what, () => api.createNamespacedEvent({ namespace, body }));
+    return await kubeRequest<EventsV1Event>(kc, what, 'POST', path, { body });
   } catch (error) {
     if (!(error instanceof AlreadyExistsError)) throw error;
   }
   // The same Event exists: count one more occurrence. resourceVersion guards against a racing
   // emitter; retry a few times on Conflict.
   for (let attempt = 0; ; attempt++) {
-    const existing = await kubeCall(what, () => api.readNamespacedEvent({ name, namespace }));
+    const existing = await kubeRequest<EventsV1Event>(kc, what, 'GET', `${path}/${encodeURIComponent(name)}`);
     const count = Math.max(existing.series?.count ?? 1, 1) + 1;
     const patch = { metadata: { resourceVersion: existing.metadata?.resourceVersion }, series: { count, lastObservedTime: microTime(now) } };
     try {
-      return await kubeCall(what, () =>
-        api.patchNamespacedEvent({ name, namespace, body: patch }, setHeaderOptions('Content-Type', PatchStrategy.MergePatch)));
+      return await kubeRequest<EventsV1Event>(kc, what, 'PATCH', `${path}/${encodeURIComponent(name)}`, { body: patch, contentType: 'application/merge-patch+json' });
     } catch (error) {
       if (!(error instanceof ConflictError) || attempt >= 4) throw error;
     }

@@ -1,10 +1,9 @@
 // Reading and writing objects. Handlers are level-triggered: they re-read the object an event
 // names (getObject), compute the desired state, and write it with server-side apply under their
 // own field manager, or patch status.
-import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
-import { kubeCall, NotFoundError } from './errors.ts';
-import { apiClient, objectApi } from './client.ts';
+import { NotFoundError } from './errors.ts';
+import { kubeRequest, resourcePath } from './http.ts';
 
 export interface ObjectRef {
   apiVersion: string;
@@ -33,11 +32,15 @@ function refOf(object: KubernetesObject): ObjectRef {
   return ref;
 }
 
+/** The object's path, e.g. /apis/apps/v1/namespaces/demo/deployments/web. */
+function objectPath(ref: ObjectRef, subresource?: string): string {
+  return resourcePath(ref.apiVersion, pluralOf(ref.kind), { namespace: ref.namespace, name: ref.name, ...(subresource === undefined ? {} : { subresource }) });
+}
+
 /** Reads the object; undefined when it (or its namespace) does not exist. */
 export async function getObject<T extends KubernetesObject = KubernetesObject>(kc: KubeConfig, ref: ObjectRef): Promise<T | undefined> {
-  const api = objectApi(kc);
   try {
-    return await kubeCall(`get ${describeRef(ref)}`, () => api.read<T>(header(ref)));
+    return await kubeRequest<T>(kc, `get ${describeRef(ref)}`, 'GET', objectPath(ref));
   } catch (error) {
     if (error instanceof NotFoundError) return undefined;
     throw error;
@@ -57,10 +60,11 @@ export interface ApplyOptions {
  * leaves out are removed. Returns the object as stored.
  */
 export async function applyObject<T extends KubernetesObject>(kc: KubeConfig, object: T, options: ApplyOptions): Promise<T> {
-  const api = objectApi(kc);
   const ref = refOf(object);
-  return kubeCall(`apply ${describeRef(ref)} as ${options.fieldManager}`, () =>
-    api.patch<T>(object, undefined, options.dryRun ? 'All' : undefined, options.fieldManager, options.force ?? true, PatchStrategy.ServerSideApply));
+  return kubeRequest<T>(kc, `apply ${describeRef(ref)} as ${options.fieldManager}`, 'PATCH', objectPath(ref), {
+    query: { fieldManager: options.fieldManager, force: options.force ?? true, dryRun: options.dryRun ? 'All' : undefined },
+    body: object, contentType: 'application/apply-patch+yaml',
+  });
 }
 
 export interface PatchOptions {
@@ -73,17 +77,17 @@ export interface PatchOptions {
 export async function mergePatch<T extends KubernetesObject = KubernetesObject>(
   kc: KubeConfig, ref: ObjectRef, patch: Record<string, unknown>, options: PatchOptions,
 ): Promise<T> {
-  const api = objectApi(kc);
   const base = header(ref);
   const patchMetadata = (patch.metadata ?? {}) as Record<string, unknown>;
   const metadata: Record<string, unknown> = { ...patchMetadata, ...base.metadata };
   if (options.resourceVersion !== undefined) metadata.resourceVersion = options.resourceVersion;
-  const body = { ...patch, apiVersion: ref.apiVersion, kind: ref.kind, metadata } as unknown as T;
-  return kubeCall(`merge-patch ${describeRef(ref)}`, () =>
-    api.patch<T>(body, undefined, undefined, options.fieldManager, undefined, PatchStrategy.MergePatch));
+  const body = { ...patch, apiVersion: ref.apiVersion, kind: ref.kind, metadata };
+  return kubeRequest<T>(kc, `merge-patch ${describeRef(ref)}`, 'PATCH', objectPath(ref), {
+    query: { fieldManager: options.fieldManager }, body, contentType: 'application/merge-patch+json',
+  });
 }
 
-/** Plural resource name for a kind, for the custom-objects API. Stash CRDs keep plurals regular. */
+/** Plural resource name for a kind. Every kind Stash reads or writes (its own and Kubernetes') has a regular plural. */
 export function pluralOf(kind: string): string {
   const lower = kind.toLowerCase();
   if (/(s|x|z|ch|sh)$/.test(lower)) return `${lower}es`;
@@ -104,20 +108,76 @@ export interface StatusPatchOptions extends PatchOptions {
 export async function patchStatus<T extends KubernetesObject = KubernetesObject>(
   kc: KubeConfig, ref: ObjectRef, status: Record<string, unknown>, options: StatusPatchOptions,
 ): Promise<T> {
-  const slash = ref.apiVersion.indexOf('/');
-  if (slash < 0) {
+  if (!ref.apiVersion.includes('/')) {
     throw new TypeError(`patchStatus handles custom resources (group/version); ${describeRef(ref)} is in the core group ${ref.apiVersion}`);
   }
-  const api = apiClient(kc, CustomObjectsApi);
   const body: Record<string, unknown> = { status };
   if (options.resourceVersion !== undefined) body.metadata = { resourceVersion: options.resourceVersion };
-  const common = {
-    group: ref.apiVersion.slice(0, slash), version: ref.apiVersion.slice(slash + 1),
-    plural: options.plural ?? pluralOf(ref.kind), name: ref.name, body, fieldManager: options.fieldManager,
-  };
-  const headerOptions = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
-  const result: unknown = await kubeCall(`patch status of ${describeRef(ref)}`, () => ref.namespace === undefined
-    ? api.patchClusterCustomObjectStatus(common, headerOptions)
-    : api.patchNamespacedCustomObjectStatus({ ...common, namespace: ref.namespace }, headerOptions));
-  return result as T;
+  const path = resourcePath(ref.apiVersion, options.plural ?? pluralOf(ref.kind), { namespace: ref.namespace, name: ref.name, subresource: 'status' });
+  return kubeRequest<T>(kc, `patch status of ${describeRef(ref)}`, 'PATCH', path, {
+    query: { fieldManager: options.fieldManager }, body, contentType: 'application/merge-patch+json',
+  });
+}
+
+export interface ListOptions {
+  apiVersion: string;
+  kind: string;
+  /** One namespace; absent = all namespaces (or a cluster-scoped kind). */
+  namespace?: string | undefined;
+  labelSelector?: string | undefined;
+  fieldSelector?: string | undefined;
+  /** Page size (default 500); the pages are followed to the end. */
+  limit?: number;
+}
+
+/** Every object of a kind (in one namespace or all), following continue tokens. Items get apiVersion and kind set. */
+export async function listObjects<T extends KubernetesObject = KubernetesObject>(kc: KubeConfig, options: ListOptions): Promise<T[]> {
+  const path = resourcePath(options.apiVersion, pluralOf(options.kind), { namespace: options.namespace });
+  const where = `${options.namespace === undefined ? 'in all namespaces' : `in namespace ${options.namespace}`}` +
+    `${options.labelSelector === undefined ? '' : ` with labels ${options.labelSelector}`}${options.fieldSelector === undefined ? '' : ` with fields ${options.fieldSelector}`}`;
+  const items: T[] = [];
+  let token: string | undefined;
+  do {
+    const page = await kubeRequest<{ items?: T[]; metadata?: { continue?: string } }>(kc, `list ${options.kind}s ${where}`, 'GET', path, {
+      query: { limit: options.limit ?? 500, continue: token, labelSelector: options.labelSelector, fieldSelector: options.fieldSelector },
+    });
+    for (const item of page.items ?? []) items.push({ ...item, apiVersion: options.apiVersion, kind: options.kind });
+    token = page.metadata?.continue || undefined;
+  } while (token !== undefined);
+  return items;
+}
+
+/** Creates the object (AlreadyExistsError when the name is taken); returns it as stored. */
+export async function createObject<T extends KubernetesObject>(kc: KubeConfig, object: T, options: { fieldManager?: string; dryRun?: boolean } = {}): Promise<T> {
+  const ref = refOf(object);
+  const path = resourcePath(ref.apiVersion, pluralOf(ref.kind), { namespace: ref.namespace });
+  return kubeRequest<T>(kc, `create ${describeRef(ref)}`, 'POST', path, {
+    query: { fieldManager: options.fieldManager, dryRun: options.dryRun ? 'All' : undefined }, body: object,
+  });
+}
+
+/** Replaces the object (PUT): with metadata.resourceVersion set, ConflictError when it changed meanwhile. */
+export async function replaceObject<T extends KubernetesObject>(kc: KubeConfig, object: T, options: { fieldManager?: string } = {}): Promise<T> {
+  const ref = refOf(object);
+  return kubeRequest<T>(kc, `replace ${describeRef(ref)}`, 'PUT', objectPath(ref), { query: { fieldManager: options.fieldManager }, body: object });
+}
+
+export interface DeleteOptions {
+  propagationPolicy?: 'Foreground' | 'Background' | 'Orphan';
+  /** Delete only this very object (its uid) or this version of it. */
+  preconditions?: { uid?: string; resourceVersion?: string };
+}
+
+/** Deletes the object; false when it did not exist. */
+export async function deleteObject(kc: KubeConfig, ref: ObjectRef, options: DeleteOptions = {}): Promise<boolean> {
+  const body: Record<string, unknown> = { apiVersion: 'v1', kind: 'DeleteOptions' };
+  if (options.propagationPolicy !== undefined) body.propagationPolicy = options.propagationPolicy;
+  if (options.preconditions !== undefined) body.preconditions = options.preconditions;
+  try {
+    await kubeRequest(kc, `delete ${describeRef(ref)}`, 'DELETE', objectPath(ref), { body });
+    return true;
+  } catch (error) {
+    if (error instanceof NotFoundError) return false;
+    throw error;
+  }
 }
