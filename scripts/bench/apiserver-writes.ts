@@ -12,7 +12,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
+import { CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { API_VERSION, GROUP, VERSION } from '../../shared/api/index.ts';
 import { createObject, patchStatus } from '../../shared/kube/index.ts';
 import { forEachLimited } from '../../shared/runtime/index.ts';
@@ -38,7 +38,7 @@ async function child(client: string, ns: string, concurrency: number, round: str
     : (name: string) => createObject(kc, trigger(name));
   const patch = client === 'client-node'
     ? (name: string) => api.patchNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, plural: 'backups', namespace: ns, name, body: { status } },
-      { headers: { 'Content-Type': 'application/merge-patch+json' } } as never)
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch))
     : (name: string) => patchStatus(kc, { apiVersion: API_VERSION, kind: 'Backup', namespace: ns, name }, status, { fieldManager: 'bench', plural: 'backups' });
   const cpu0 = process.cpuUsage();
   let started = Date.now();

@@ -215,19 +215,25 @@ try {
   setClock(t0);
   const sweep = await startFunction('sweep', 'scripts/bench/sweep-server.ts', { KUBECONFIG: cluster.kubeconfigPath, BENCH_NAMESPACE: ns, BENCH_CLOCK_FILE: clockFile }, 'info');
   children.push(sweep.child);
-  /** The summary the sweep logged last ("sweep done"). */
-  const lastSummary = (): Record<string, number> => {
-    const lines = readFileSync(path.join(benchDir, 'sweep.log'), 'utf8').split('\n').filter((l) => l.includes('"sweep done"'));
-    const last = JSON.parse(lines.at(-1) ?? '{}') as Record<string, number>;
+  const doneLines = (): string[] => readFileSync(path.join(benchDir, 'sweep.log'), 'utf8').split('\n').filter((l) => l.includes('"sweep done"'));
+  /** The summary of the sweep after the `before`-th one (its log line may reach the file a moment after the answer). */
+  const lastSummary = async (before: number): Promise<Record<string, number>> => {
+    let lines = doneLines();
+    for (let i = 0; i < 40 && lines.length <= before; i++) {
+      await sleep(50);
+      lines = doneLines();
+    }
+    const last = JSON.parse(lines.length > before ? lines.at(-1) ?? '{}' : '{}') as Record<string, number>;
     return { created: last.created ?? NaN, skipped: last.skipped ?? NaN, statusWrites: last.statusWrites ?? NaN, waiting: last.waiting ?? NaN, recorded: last.recorded ?? NaN, failed: last.failed ?? NaN, listMs: last.listMs ?? NaN, totalMs: last.totalMs ?? NaN };
   };
   const sweepOnce = async (): Promise<{ seconds: number; load: number; summary: Record<string, number> }> => {
     const load = load1();
+    const before = doneLines().length;
     const started = performance.now();
     const r = await fetch(`${sweep.url}/`, { method: 'POST', headers: { 'X-Connector': 'cron-connector' } });
     const seconds = (performance.now() - started) / 1000;
     if (r.status !== 202) throw new Error(`sweep answered ${r.status}: ${await r.text()}`);
-    return { seconds, load, summary: lastSummary() };
+    return { seconds, load, summary: await lastSummary(before) };
   };
   const countTriggers = async (): Promise<number> =>
     ((await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: 'backuptriggers' })) as { items: unknown[] }).items.length;

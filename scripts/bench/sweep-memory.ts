@@ -5,7 +5,7 @@
  * Node flags starting with "--", e.g. "--max-semi-space-size=1") starts scripts/bench/sweep-server.ts
  * as its own process and runs a first, an idle and a due sweep, printing each sweep's time and the
  * process's peak RSS (VmHWM). Deletes the namespace at the end.
- *   node scripts/bench/sweep-memory.ts
+ *   node scripts/bench/sweep-memory.ts          (BENCH_SWEEP_CONCURRENCY: writes in flight, default the sweep's own)
  */
 import { spawn } from 'node:child_process';
 import { openSync, readFileSync, writeFileSync } from 'node:fs';

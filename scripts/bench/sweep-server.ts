@@ -19,4 +19,4 @@ const now = (): Date => {
     return new Date();
   }
 };
-await createSweepServer({ kc: loadKubeConfig(), namespace, now }).listen(Number(process.env.PORT ?? '8080'));
+await createSweepServer({ kc: loadKubeConfig(), namespace, now, ...(process.env.BENCH_SWEEP_CONCURRENCY ? { concurrency: Number(process.env.BENCH_SWEEP_CONCURRENCY) } : {}) }).listen(Number(process.env.PORT ?? '8080'));
