@@ -7,6 +7,8 @@
 //   POST /agent/v1/renew  {namespace, trigger, host}           -> 200 {renewTime} | 409 lease lost
 //   POST /agent/v1/report {namespace, trigger, host, outcome}  -> 200 {trigger, phase} | 409 lease lost
 //   POST /v1/namespaces/{namespace}/backups/{name}/trigger     -> 201 {namespace, name}   (people, CI)
+//   POST /agent/v1/recovery/claim  {namespace, recovery, host}  -> 200 ClaimedRecovery | 204 nothing to do
+//   POST /agent/v1/recovery/report {namespace, recovery, host, generation, outcome} -> 200 {recovery, host, phase}
 //
 // Every error answer is `{error: <what failed and the fix>, field?: <request field>}` with
 // 400 (bad body), 401 (no or invalid token), 403 (not allowed), 404 (no such object), 409 (lease
@@ -21,6 +23,8 @@ export const AGENT_PATHS = {
   claim: '/agent/v1/claim',
   renew: '/agent/v1/renew',
   report: '/agent/v1/report',
+  recoveryClaim: '/agent/v1/recovery/claim',
+  recoveryReport: '/agent/v1/recovery/report',
 } as const;
 
 const hostName = z.string()
@@ -109,6 +113,72 @@ export function checkDue(lastCheckTime: string | undefined, now: Date, intervalM
   const last = Date.parse(lastCheckTime);
   return Number.isNaN(last) || now.getTime() - last >= intervalMs;
 }
+
+// --- Recovery (docs/recovery.md) -------------------------------------------------------------
+// A recovery agent (the recovery Job of a volume or database, or the init container run-recovery
+// puts into a workload) claims its Recovery for its host, recovers, and reports. The storage
+// Secret is mounted into its pod (agentVolumes), so it needs no rights in the API.
+
+export const recoveryClaimRequest = z.strictObject({
+  namespace: dnsLabelName('namespace'),
+  recovery: dnsSubdomainName('recovery'),
+  /** The host whose snapshots are recovered (restic --host): host-0, host-<ordinal> of a StatefulSet pod, or a node name. */
+  host: hostName,
+});
+export type RecoveryClaimRequest = z.infer<typeof recoveryClaimRequest>;
+
+/** What a recovery claim answers with (200); 204 = nothing to do (IfNotRecovered and this host already recovered at this generation). */
+export const claimedRecovery = z.object({
+  namespace: z.string(),
+  recovery: z.string(),
+  /** The Recovery's metadata.generation the claim was made for: sent back in the report. */
+  generation: z.int().min(0),
+  host: z.string(),
+  policy: z.enum(['IfNotRecovered', 'Always']),
+  repository: z.object({
+    namespace: z.string(),
+    name: z.string(),
+    /** The backend without secrets; the credentials are the storage Secret mounted as files. */
+    backend,
+    storageSecretName: z.string(),
+  }),
+  /** "latest" or a restic snapshot ID. */
+  snapshot: z.string(),
+  /** spec.paths: what to recover (empty = the whole snapshot). */
+  paths: z.array(z.string()),
+  target: z.discriminatedUnion('type', [
+    /** Files: restore into `directory` (a Job's mounted volume, or "/" in a workload's init container, where `paths` are the workload's own paths). */
+    z.object({ type: z.literal('volume'), directory: z.string() }),
+    /** A database: the connection comes from the DB_* environment of the pod (as for a backup Job). */
+    z.object({ type: z.literal('database'), appBinding: z.string() }),
+  ]),
+  /** containerAttributes.args of the Recovery (e.g. the databases to restore). */
+  args: z.array(z.string()),
+});
+export type ClaimedRecovery = z.infer<typeof claimedRecovery>;
+
+export const recoveryOutcome = z.strictObject({
+  phase: z.enum(['Succeeded', 'Failed']),
+  snapshotId: z.string().min(1).max(128).optional(),
+  files: count().optional(),
+  bytes: count().optional(),
+  durationSeconds: z.number().min(0).optional(),
+  /** Why it failed, for people; the agent must keep secrets out of it. */
+  error: z.string().max(4096).optional(),
+});
+export type RecoveryOutcome = z.infer<typeof recoveryOutcome>;
+
+export const recoveryReportRequest = z.strictObject({
+  namespace: dnsLabelName('namespace'),
+  recovery: dnsSubdomainName('recovery'),
+  host: hostName,
+  generation: z.int().min(0),
+  outcome: recoveryOutcome,
+});
+export type RecoveryReportRequest = z.infer<typeof recoveryReportRequest>;
+
+export const recoveryReportAnswer = z.object({ recovery: z.string(), host: z.string(), phase: z.string() });
+export type RecoveryReportAnswer = z.infer<typeof recoveryReportAnswer>;
 
 export const renewAnswer = z.object({ renewTime: z.string(), leaseDurationSeconds: z.int().min(1) });
 export type RenewAnswer = z.infer<typeof renewAnswer>;
