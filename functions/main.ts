@@ -9,6 +9,7 @@ const FUNCTIONS = {
   'expand-template': () => import('./expand-template/index.ts'),
   'handle-trigger': () => import('./handle-trigger/index.ts'),
   sweep: () => import('./sweep/index.ts'),
+  'run-recovery': () => import('./run-recovery/index.ts'),
 } as const;
 
 export type FunctionName = keyof typeof FUNCTIONS;

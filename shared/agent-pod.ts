@@ -65,3 +65,19 @@ export function agentReportingEnv(options: AgentPodOptions, templateText: string
   );
   return env;
 }
+
+/** `base` with `overrides` applied by name: a known name is replaced in place, a new one appended. */
+export function mergeEnv(base: readonly V1EnvVar[], overrides: readonly V1EnvVar[]): V1EnvVar[] {
+  const out = [...base];
+  for (const variable of overrides) {
+    const index = out.findIndex((e) => e.name === variable.name);
+    if (index >= 0) out[index] = variable;
+    else out.push(variable);
+  }
+  return out;
+}
+
+/** An empty value is written as no value (what the apiserver stores, so comparisons hold). */
+export function normaliseEnv(env: readonly V1EnvVar[]): V1EnvVar[] {
+  return env.map((e) => (e.value === '' ? { name: e.name, ...(e.valueFrom ? { valueFrom: e.valueFrom } : {}) } : { ...e }));
+}

@@ -7,12 +7,13 @@
 //   POST /agent/v1/renew  {namespace, trigger, host}           -> 200 {renewTime} | 409 lease lost
 //   POST /agent/v1/report {namespace, trigger, host, outcome}  -> 200 {trigger, phase} | 409 lease lost
 //   POST /v1/namespaces/{namespace}/backups/{name}/trigger     -> 201 {namespace, name}   (people, CI)
-//   POST /agent/v1/recovery/claim  {namespace, recovery, host}  -> 200 ClaimedRecovery | 204 nothing to do
-//   POST /agent/v1/recovery/report {namespace, recovery, host, generation, outcome} -> 200 {recovery, host, phase}
+//   POST /agent/v1/recovery/claim  {namespace, recovery, host?} -> 200 ClaimedRecovery | 204 nothing to do
+//   POST /agent/v1/recovery/report {namespace, recovery, host, generation, outcome} -> 200 {recovery, host, phase} | 409 the Recovery changed
 //
 // Every error answer is `{error: <what failed and the fix>, field?: <request field>}` with
 // 400 (bad body), 401 (no or invalid token), 403 (not allowed), 404 (no such object), 409 (lease
-// lost), 500/503 (retry later).
+// lost; for a Recovery: it is being deleted, or its generation is not the claimed one), 422 (the
+// object is invalid), 500/503 (retry later).
 import { z } from 'zod';
 import { backend, dnsLabelName, dnsSubdomainName, formatPath, retentionPolicy } from './api/index.ts';
 
@@ -122,8 +123,13 @@ export function checkDue(lastCheckTime: string | undefined, now: Date, intervalM
 export const recoveryClaimRequest = z.strictObject({
   namespace: dnsLabelName('namespace'),
   recovery: dnsSubdomainName('recovery'),
-  /** The host whose snapshots are recovered (restic --host): host-0, host-<ordinal> of a StatefulSet pod, or a node name. */
-  host: hostName,
+  /**
+   * The host whose snapshots are recovered (restic --host): host-0, host-<ordinal> of a StatefulSet
+   * pod, or a node name. It must be the pod's own host (403 otherwise). Optional: an agent that
+   * cannot tell its host (an init container does not know its workload's kind) leaves it out and
+   * handle-trigger claims the pod's own host; the answer's `host` says which.
+   */
+  host: hostName.optional(),
 });
 export type RecoveryClaimRequest = z.infer<typeof recoveryClaimRequest>;
 

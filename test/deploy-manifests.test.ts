@@ -39,13 +39,16 @@ import { HANDLED_KINDS as INJECT_SIDECAR_KINDS } from '../functions/inject-sidec
 import { DEFAULT_FUNCTIONS_URL as SIDECAR_FUNCTIONS_URL } from '../functions/inject-sidecar/plan.ts';
 import { HANDLED_KINDS as LAUNCH_DB_JOB_KINDS } from '../functions/launch-db-job/index.ts';
 import { COMPONENT, COMPONENT_LABEL, DEFAULT_FUNCTIONS_URL as DB_JOB_FUNCTIONS_URL, MANAGED_BY_LABEL } from '../functions/launch-db-job/plan.ts';
+import { HANDLED_KINDS as RUN_RECOVERY_KINDS } from '../functions/run-recovery/index.ts';
+import { COMPONENT as RECOVERY_COMPONENT, COMPONENT_LABEL as RECOVERY_COMPONENT_LABEL, MANAGED_BY_LABEL as RECOVERY_MANAGED_BY_LABEL } from '../functions/run-recovery/plan.ts';
+import { DEFAULT_FUNCTIONS_URL as AGENT_FUNCTIONS_URL } from '../shared/agent-pod.ts';
 
 const run = promisify(execFile);
 const knativeDir = path.join(repoRoot, 'knative');
-/** The functions deployed: they exist (functions/<name>/index.ts, started by functions/main.ts). run-recovery is designed but not built yet. */
-const FUNCTIONS = ['inject-sidecar', 'launch-db-job', 'expand-template', 'handle-trigger', 'sweep'] as const;
-/** Designed (docs/architecture.md) but not built: the only function that may lack a deployment. */
-const NOT_BUILT = ['run-recovery'] as const;
+/** The functions deployed: they exist (functions/<name>/index.ts, started by functions/main.ts). */
+const FUNCTIONS = ['inject-sidecar', 'launch-db-job', 'run-recovery', 'expand-template', 'handle-trigger', 'sweep'] as const;
+/** The functions that start agents (and tell them where handle-trigger answers). */
+const STARTS_AGENTS: readonly string[] = ['inject-sidecar', 'launch-db-job', 'run-recovery'];
 type FunctionName = (typeof FUNCTIONS)[number];
 /**
  * The kinds of ApiServerSource events each function's dispatch handles (functions/<name>/index.ts).
@@ -55,6 +58,7 @@ type FunctionName = (typeof FUNCTIONS)[number];
 const HANDLED: Record<FunctionName, readonly string[]> = {
   'inject-sidecar': INJECT_SIDECAR_KINDS,
   'launch-db-job': LAUNCH_DB_JOB_KINDS,
+  'run-recovery': RUN_RECOVERY_KINDS,
   'expand-template': EXPAND_TEMPLATE_KINDS,
   'handle-trigger': ['BackupTrigger', 'Backup'],
   sweep: [],
@@ -121,7 +125,7 @@ interface SourceSpec {
 const specOf = <T>(o: Manifest['object']): T => o.spec as T;
 
 describe('knative/ on its own', () => {
-  test('every deployed function exists, and every function that exists is deployed (only run-recovery is designed but not built)', () => {
+  test('every deployed function exists, and every function that exists is deployed', () => {
     const built = readdirSync(path.join(repoRoot, 'functions'), { withFileTypes: true })
       .filter((e) => e.isDirectory() && readdirSync(path.join(repoRoot, 'functions', e.name)).includes('index.ts'))
       .map((e) => e.name);
@@ -130,10 +134,6 @@ describe('knative/ on its own', () => {
       assert.ok(isFunctionName(fn), `functions/main.ts starts ${fn}`);
     }
     assert.deepEqual(built.filter((f) => !(FUNCTIONS as readonly string[]).includes(f)), [], 'every built function is deployed by knative/ and stack.yml');
-    for (const fn of NOT_BUILT) {
-      assert.ok(!built.includes(fn), `functions/${fn} is built now: deploy it and move it from NOT_BUILT to FUNCTIONS`);
-      assert.equal(isFunctionName(fn), false, `functions/main.ts does not start ${fn} yet`);
-    }
   });
 
   test('the kustomization lists every manifest file, in apply order, and kubectl kustomize renders all objects', async () => {
@@ -189,14 +189,16 @@ describe('knative/ on its own', () => {
     // ... and both functions' built-in default is that URL, so the explicit setting and the default agree.
     assert.equal(SIDECAR_FUNCTIONS_URL, HANDLE_TRIGGER_URL, 'functions/inject-sidecar/plan.ts DEFAULT_FUNCTIONS_URL');
     assert.equal(DB_JOB_FUNCTIONS_URL, HANDLE_TRIGGER_URL, 'functions/launch-db-job/plan.ts DEFAULT_FUNCTIONS_URL');
+    assert.equal(AGENT_FUNCTIONS_URL, HANDLE_TRIGGER_URL, 'shared/agent-pod.ts DEFAULT_FUNCTIONS_URL (run-recovery\'s agents)');
     const envOf = (name: string): Map<string, string | undefined> => {
       const service = services.find((s) => s.metadata?.name === name);
       assert.ok(service, `Service ${name} exists`);
       return new Map((specOf<KnativeServiceSpec>(service).template.spec.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
     };
-    for (const name of ['inject-sidecar', 'launch-db-job']) {
+    for (const name of STARTS_AGENTS) {
       assert.equal(envOf(name).get('STASH_FUNCTIONS_URL'), HANDLE_TRIGGER_URL, `${name}: STASH_FUNCTIONS_URL`);
     }
+    for (const name of FUNCTIONS) assert.equal(envOf(name).get('NODE_OPTIONS'), '--max-semi-space-size=4', `${name}: NODE_OPTIONS bounds the young generation`);
     for (const name of ['expand-template', 'handle-trigger', 'sweep']) assert.equal(envOf(name).has('STASH_FUNCTIONS_URL'), false, `${name} starts no agent`);
     // handle-trigger is the only Service not limited to the cluster (people and CI call it).
     assert.deepEqual(services.filter((s) => s.metadata?.labels?.['networking.knative.dev/visibility'] !== 'cluster-local').map((s) => s.metadata?.name), ['handle-trigger']);
@@ -222,17 +224,22 @@ describe('knative/ on its own', () => {
     const apiSource = specOf<SourceSpec>(only('ApiServerSource'));
     assert.equal(apiSource.mode, 'Reference', 'Reference mode: no object body (and no Secret) travels through the Broker');
     assert.deepEqual(apiSource.resources?.map((r) => r.kind), [
-      'Backup', 'BackupTrigger', 'Repository', 'AgentTemplate', 'BackupTemplate', 'AppBinding',
+      'Backup', 'BackupTrigger', 'Repository', 'AgentTemplate', 'BackupTemplate', 'Recovery', 'AppBinding',
       'Deployment', 'StatefulSet', 'DaemonSet', 'ReplicaSet', 'ReplicationController', 'Job',
     ]);
     // Every watched kind is handled by some function, and every kind a function handles is watched.
     const handled = new Set(Object.values(HANDLED).flat());
     assert.deepEqual([...new Set(apiSource.resources?.map((r) => r.kind))].sort(), [...handled].sort());
-    // Only launch-db-job's Jobs: the labels it puts on every Job it creates (functions/launch-db-job/plan.ts).
+    // Only Stash's Jobs: the labels launch-db-job and run-recovery put on every Job they create.
     const jobs = apiSource.resources?.find((r) => r.kind === 'Job');
     assert.ok(jobs);
     assert.equal(jobs.apiVersion, 'batch/v1');
-    assert.deepEqual(jobs.selector, { matchLabels: { [MANAGED_BY_LABEL]: 'stash', [COMPONENT_LABEL]: COMPONENT } });
+    assert.equal(RECOVERY_MANAGED_BY_LABEL, MANAGED_BY_LABEL);
+    assert.equal(RECOVERY_COMPONENT_LABEL, COMPONENT_LABEL);
+    assert.deepEqual(jobs.selector, {
+      matchLabels: { [MANAGED_BY_LABEL]: 'stash' },
+      matchExpressions: [{ key: COMPONENT_LABEL, operator: 'In', values: [COMPONENT, RECOVERY_COMPONENT] }],
+    });
     for (const r of apiSource.resources ?? []) if (r.kind !== 'Job') assert.equal(r.selector, undefined, `${r.kind}: every object is watched`);
   });
 
@@ -371,16 +378,17 @@ spec:
     const expected: Record<string, string[]> = {
       Backup: ['handle-trigger', 'inject-sidecar', 'launch-db-job'],
       BackupTrigger: ['handle-trigger', 'launch-db-job'],
-      Repository: ['inject-sidecar', 'launch-db-job'],
-      AgentTemplate: ['inject-sidecar', 'launch-db-job'],
+      Repository: ['inject-sidecar', 'launch-db-job', 'run-recovery'],
+      AgentTemplate: ['inject-sidecar', 'launch-db-job', 'run-recovery'],
       BackupTemplate: ['expand-template'],
-      AppBinding: ['expand-template', 'launch-db-job'],
-      Deployment: ['expand-template', 'inject-sidecar'],
-      StatefulSet: ['expand-template', 'inject-sidecar'],
-      DaemonSet: ['expand-template', 'inject-sidecar'],
-      ReplicaSet: ['expand-template', 'inject-sidecar'],
-      ReplicationController: ['expand-template', 'inject-sidecar'],
-      Job: ['launch-db-job'],
+      Recovery: ['run-recovery'],
+      AppBinding: ['expand-template', 'launch-db-job', 'run-recovery'],
+      Deployment: ['expand-template', 'inject-sidecar', 'run-recovery'],
+      StatefulSet: ['expand-template', 'inject-sidecar', 'run-recovery'],
+      DaemonSet: ['expand-template', 'inject-sidecar', 'run-recovery'],
+      ReplicaSet: ['expand-template', 'inject-sidecar', 'run-recovery'],
+      ReplicationController: ['expand-template', 'inject-sidecar', 'run-recovery'],
+      Job: ['launch-db-job', 'run-recovery'],
     };
     // ... which is what each function's dispatch handles.
     for (const [kind, functions] of Object.entries(expected)) {
@@ -402,9 +410,6 @@ spec:
     want.set('ping', FUNCTIONS.map((f) => `${SYSTEM_NAMESPACE}/${RESYNC(f)}`).sort());
     events.push({ specversion: '1.0', id: 'foreign-ping', type: PING_TYPE, source: '/apis/v1/namespaces/other/pingsources/nightly' });
     want.set('foreign-ping', []);
-    // The kind of the function not built yet (run-recovery): accepted by the API, acted on by nobody.
-    events.push(refEvent('Recovery', 'add', STASH, 'Recovery', 'demo', 'x'));
-    want.set('Recovery', []);
     events.push({ ...refEvent('resource-mode', 'add', STASH, 'Backup', 'demo', 'x'), type: 'dev.knative.apiserver.resource.add' });
     want.set('resource-mode', []);
     events.push(refEvent('secret', 'update', 'v1', 'Secret', 'demo', 'x'));
@@ -570,6 +575,17 @@ describe('knative/ on the real control plane', () => {
         ...grants(['get', 'patch'], ['replicationcontrollers']),
         ...EVENTS,
       ],
+      'run-recovery': [
+        ...grants(['get', 'list', 'patch'], ['recoveries'], STASH_GROUP),
+        ...grants(['patch'], ['recoveries/status'], STASH_GROUP),
+        ...grants(['update'], ['recoveries/finalizers'], STASH_GROUP),
+        ...grants(['get'], ['agenttemplates', 'repositories'], STASH_GROUP),
+        ...grants(['get'], ['appbindings'], 'appcatalog.appscode.com'),
+        ...grants(['get', 'create'], ['jobs'], 'batch'),
+        ...grants(['get', 'patch'], WORKLOADS, 'apps'),
+        ...grants(['get', 'patch'], ['replicationcontrollers']),
+        ...EVENTS,
+      ],
       'launch-db-job': [
         ...grants(['get', 'list'], ['backups', 'backuptriggers'], STASH_GROUP),
         ...grants(['patch'], ['backups/status', 'backuptriggers/status'], STASH_GROUP),
@@ -583,6 +599,8 @@ describe('knative/ on the real control plane', () => {
         ...grants(['get', 'list', 'create', 'patch', 'delete'], ['backuptriggers'], STASH_GROUP),
         ...grants(['get'], ['backups', 'repositories'], STASH_GROUP),
         ...grants(['patch'], ['backuptriggers/status', 'backups/status', 'repositories/status'], STASH_GROUP),
+        ...grants(['get'], ['recoveries'], STASH_GROUP),
+        ...grants(['patch'], ['recoveries/status'], STASH_GROUP),
         ...grants(['get'], ['appbindings'], 'appcatalog.appscode.com'),
         ...grants(['create'], ['tokenreviews'], 'authentication.k8s.io'),
         ...grants(['create'], ['subjectaccessreviews'], 'authorization.k8s.io'),
@@ -614,18 +632,18 @@ describe('knative/ on the real control plane', () => {
       ],
       // The ApiServerSource's adapter: get, list and watch on the watched kinds, nothing else.
       events: [
-        ...grants(['get', 'list', 'watch'], ['backups', 'backuptriggers', 'repositories', 'agenttemplates', 'backuptemplates'], STASH_GROUP),
+        ...grants(['get', 'list', 'watch'], ['backups', 'backuptriggers', 'repositories', 'agenttemplates', 'backuptemplates', 'recoveries'], STASH_GROUP),
         ...grants(['get', 'list', 'watch'], ['appbindings'], 'appcatalog.appscode.com'),
         ...grants(['get', 'list', 'watch'], WORKLOADS, 'apps'),
         ...grants(['get', 'list', 'watch'], ['replicationcontrollers']),
         ...grants(['get', 'list', 'watch'], ['jobs'], 'batch'),
       ],
     };
-    /** Every verb on every resource any role names, the kind of the function not built yet (recoveries), and the ones no function may touch. */
+    /** Every verb on every resource any role names, and the ones no function may touch. */
     const ALL_VERBS = ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete', 'deletecollection'];
     const UNIVERSE: Access[] = ([
         [STASH_GROUP, ['backups', 'backups/status', 'backups/finalizers', 'backuptriggers', 'backuptriggers/status', 'backuptriggers/finalizers',
-          'repositories', 'repositories/status', 'agenttemplates', 'backuptemplates', 'recoveries', 'recoveries/status']],
+          'repositories', 'repositories/status', 'agenttemplates', 'backuptemplates', 'recoveries', 'recoveries/status', 'recoveries/finalizers']],
         ['appcatalog.appscode.com', ['appbindings']],
         ['apps', [...WORKLOADS, 'deployments/scale']],
         ['', ['replicationcontrollers', 'pods', 'pods/exec', 'secrets', 'configmaps', 'persistentvolumeclaims', 'events', 'serviceaccounts', 'serviceaccounts/token', 'namespaces']],
@@ -809,7 +827,7 @@ function parseOpenFaasStack(text: string): OpenFaasStack {
 describe('stack.yml (OpenFaaS)', () => {
   const text = readFileSync(path.join(repoRoot, 'stack.yml'), 'utf8');
 
-  test("OpenFaaS's stack parser accepts it, and it deploys the five functions from stash-functions:0.1.0", () => {
+  test("OpenFaaS's stack parser accepts it, and it deploys the six functions from stash-functions:0.1.0", () => {
     const stack = parseOpenFaasStack(text);
     assert.equal(stack.version, '1.0');
     assert.equal(stack.provider.name, 'openfaas');
@@ -818,8 +836,10 @@ describe('stack.yml (OpenFaaS)', () => {
     for (const [name, fn] of Object.entries(stack.functions)) {
       assert.equal(fn.image, 'stash-functions:0.1.0', `${name}: image`);
       // The functions that start agents tell them where handle-trigger answers inside the cluster.
-      const agents = name === 'inject-sidecar' || name === 'launch-db-job';
-      assert.deepEqual(fn.environment, { STASH_FUNCTION: name, ...(agents ? { STASH_FUNCTIONS_URL: OPENFAAS_HANDLE_TRIGGER_URL } : {}) }, `${name}: environment`);
+      const agents = STARTS_AGENTS.includes(name);
+      assert.deepEqual(fn.environment, {
+        STASH_FUNCTION: name, NODE_OPTIONS: '--max-semi-space-size=4', ...(agents ? { STASH_FUNCTIONS_URL: OPENFAAS_HANDLE_TRIGGER_URL } : {}),
+      }, `${name}: environment`);
       assert.equal(fn.skip_build, true, `${name}: the image is built by the project, not by faas-cli`);
       assert.equal(fn.lang, '', `${name}: no faas-cli template`);
     }
@@ -861,7 +881,7 @@ describe('stack.yml (OpenFaaS)', () => {
     const cases: [string, string, RegExp][] = [
       ['legacy provider name', text.replace('name: openfaas', 'name: faas'), /\['openfaas'\] is the only valid "provider.name" for the OpenFaaS CLI, but you gave: faas/],
       ['unknown schema version', text.replace('version: 1.0', 'version: 2.0'), /\[1\.0\] are the only valid versions for the stack file - found: 2\.0/],
-      ['environment as a list', text.replace('      STASH_FUNCTION: sweep', '      - STASH_FUNCTION=sweep'), /cannot unmarshal !!seq into map\[string\]string/],
+      ['environment as a list', text.replace('      STASH_FUNCTION: sweep\n      NODE_OPTIONS: --max-semi-space-size=4', '      - STASH_FUNCTION=sweep\n      - NODE_OPTIONS=--max-semi-space-size=4'), /cannot unmarshal !!seq into map\[string\]string/],
       ['annotations value as a mapping', text.replace('      topic: cron-function', '      topic: {name: cron-function}'), /cannot unmarshal !!map into string/],
       ['skip_build not a bool', text.replace('skip_build: true', 'skip_build: sometimes'), /cannot unmarshal !!str `sometimes` into bool/],
       ['duplicate function', `${text}\n  sweep:\n    image: x\n`, /Map keys must be unique/],

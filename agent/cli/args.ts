@@ -174,11 +174,18 @@ in $STASH_REPOSITORY_SECRET_DIR; namespace from $NAMESPACE, host from $STASH_HOS
   stash update-repo-status --backup-name=B [--pushgateway-url=U] [--metrics-dir=D|FILE]
       the status was reported by the backup step; pushes the backup step's metrics file to the
       Pushgateway when --pushgateway-url is given.
-  stash recover --recovery-name=R
+  stash recover --recovery-name=R [--pushgateway-url=U] [--metrics-dir=D|FILE]
+      (or $RECOVERY_NAME) claims the Recovery from handle-trigger for its host ($STASH_SNAPSHOT_HOST,
+      else $STASH_HOST, else the pod's own host as handle-trigger tells it), restores into the
+      volume / the workload's paths / the database (connection from $DB_TYPE, $DB_HOST, $DB_PORT,
+      $DB_USER, $DB_PASSWORD) and reports; exit 0 at once when the host is already recovered
+      (IfNotRecovered), non-zero when the recovery failed.
   stash update-recovery-status --recovery-name=R
-      recovery still reads the Recovery, Repository, Secrets and AppBinding from the Kubernetes API
-      and patches the Recovery status itself: it NEEDS A ROLE (get recoveries, repositories,
-      secrets, appbindings; patch recoveries/status; create events). $KUBECONFIG or in-cluster config.
+      the recover step reported the outcome; nothing to update.
+  Without a token file (no $STASH_TOKEN_FILE, nothing at the default path) recovery falls back to
+  reading the Recovery, Repository, Secrets and AppBinding from the Kubernetes API ($KUBECONFIG or
+  in-cluster config) and patching the Recovery status itself: that fallback NEEDS A ROLE (get
+  recoveries, repositories, secrets, appbindings; patch recoveries/status; create events).
 --metrics-dir takes a directory or a file path (--metrics-dir=/tmp/metrics.txt); an empty
 --pushgateway-url (from an empty $(PUSH_GATEWAY_URL)) means none.
 Every command takes --json: progress as JSON lines, then one {"type":"result"} object.
@@ -189,11 +196,13 @@ restic is $STASH_RESTIC or restic on PATH; --cache-dir sets restic's cache.`,
     'stash backup --backup-name=B [--pushgateway-url=U] [--metrics-dir=D|FILE]   (in a cluster: claims runs from handle-trigger, see stash --help)',
   recover: 'stash recover --repo R --password-file F --snapshot latest|ID --target DIR [--include PATH]... [--from DIR] [--delete] [--host H] [--tag T]... [--json]   |   ' +
     'stash recover --repo R --password-file F --db-type T --db-host H [--db-port P] [--db-user U] [--db-password-file F | --db-password-env NAME] [--snapshot latest|ID] [--json]   |   ' +
-    'stash recover --recovery-name=R   (needs a Role: reads the Recovery and Secrets from the Kubernetes API)',
+    'stash recover --recovery-name=R [--pushgateway-url=U] [--metrics-dir=D|FILE]   (in a cluster: claims the Recovery from handle-trigger, recovers, reports; ' +
+    'without a token file it falls back to the Kubernetes API and needs a Role, see stash --help)',
   snapshots: 'stash snapshots --repo R --password-file F [--host H] [--tag T]... [--json]',
   forget: 'stash forget --repo R --password-file F --tag T... [--host H] [--keep-last N] [--keep-hourly N] [--keep-daily N] [--keep-weekly N] [--keep-monthly N] [--keep-yearly N] [--keep-tag T]... [--prune] [--dry-run] [--json]',
   check: 'stash check --repo R --password-file F [--read-data] [--json]',
   unlock: 'stash unlock --repo R --password-file F [--json]',
   'update-repo-status': 'stash update-repo-status --backup-name=B [--pushgateway-url=U] [--metrics-dir=D|FILE]   (pushes the backup step\'s metrics file; the status was reported by the backup step)',
-  'update-recovery-status': 'stash update-recovery-status --recovery-name=R   (needs a Role: reads the Recovery from the Kubernetes API)',
+  'update-recovery-status': 'stash update-recovery-status --recovery-name=R   (in a cluster: the recover step reported, nothing to update; ' +
+    'without a token file it reads the Recovery from the Kubernetes API and needs a Role)',
 };

@@ -2,7 +2,8 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { recovery as recoverySchema } from '../../shared/api/index.ts';
 import type { Recovery } from '../../shared/api/index.ts';
-import { agentNamespace, ClusterConfigError, decodeSecret, recoveryPlan } from './cluster-plan.ts';
+import { agentNamespace, ClusterConfigError, decodeSecret, recoveryHost, recoveryPlan, restoreLayout } from './cluster-plan.ts';
+import { redact } from './recovery-protocol.ts';
 
 function recoveryOf(spec: Record<string, unknown>): Recovery {
   return recoverySchema.parse({ apiVersion: 'stash.appscode.com/v1alpha2', kind: 'Recovery', metadata: { name: 'r1', namespace: 'demo' }, spec });
@@ -37,5 +38,22 @@ describe('recoveryPlan', () => {
 describe('helpers', () => {
   it('decodes Secret data', () => {
     assert.deepEqual(decodeSecret({ data: { RESTIC_PASSWORD: Buffer.from('pw').toString('base64') }, stringData: { X: 'y' } }), { RESTIC_PASSWORD: 'pw', X: 'y' });
+  });
+});
+
+describe('the protocol path', () => {
+  it('restoreLayout: "/" restores the paths in place; a volume gets one path\'s content directly, several with their layout', () => {
+    assert.deepEqual(restoreLayout('/', ['/srv/data']), { target: '/', from: undefined, include: ['/srv/data'] });
+    assert.deepEqual(restoreLayout('/restore/x', ['/srv/data']), { target: '/restore/x', from: '/srv/data', include: [] });
+    assert.deepEqual(restoreLayout('/restore', ['/a', '/b']), { target: '/restore', from: undefined, include: ['/a', '/b'] });
+    assert.deepEqual(restoreLayout('/restore', []), { target: '/restore', from: undefined, include: [] });
+  });
+  it('recoveryHost: STASH_SNAPSHOT_HOST, then STASH_HOST, else left to handle-trigger', () => {
+    assert.equal(recoveryHost({ STASH_SNAPSHOT_HOST: 'host-0', STASH_HOST: 'host-2' }), 'host-0');
+    assert.equal(recoveryHost({ STASH_HOST: 'node-a' }), 'node-a');
+    assert.equal(recoveryHost({ STASH_SNAPSHOT_HOST: ' ', POD_NAME: 'db-1' }), undefined);
+  });
+  it('redact removes secret values from failure messages', () => {
+    assert.equal(redact('login as admin with s3cret-pw failed', ['s3cret-pw', undefined, 'ab']), 'login as admin with *** failed');
   });
 });

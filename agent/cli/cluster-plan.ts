@@ -1,6 +1,7 @@
 /**
  * In-cluster recovery, the pure part: from a Recovery (shared/api) and the agent's environment
- * to what the agent will do (backups get theirs from handle-trigger's claim answer). No I/O.
+ * to what the agent will do on the direct-API fallback (recoveryPlan), the restore layout both
+ * paths share (restoreLayout) and the host the protocol path claims (recoveryHost). No I/O.
  */
 import path from 'node:path';
 import type { Recovery } from '../../shared/api/index.ts';
@@ -76,9 +77,28 @@ export function recoveryPlan(recovery: Recovery, env: Readonly<Record<string, st
   const volume = spec.recoverTo.volume;
   if (!volume) throw new ClusterConfigError(`Recovery ${ns}/${name}: spec.recoverTo needs volume or workload`);
   const mount = volume.subPath ? path.posix.join(volume.mountPath, volume.subPath) : volume.mountPath;
+  return { type: 'volume', repository, snapshot, host, ...restoreLayout(mount, paths) };
+}
+
+/**
+ * restic restore arguments for a directory target (the protocol's `target.directory`): "/" (a
+ * workload's init container) restores `paths` in place; a volume gets one path's content directly
+ * (from = that path), several paths with their layout (include = paths); no paths = the whole snapshot.
+ */
+export function restoreLayout(directory: string, paths: readonly string[]): { target: string; from: string | undefined; include: readonly string[] } {
   const [only] = paths;
-  if (paths.length === 1 && only) return { type: 'volume', repository, snapshot, host, target: mount, from: only, include: [] };
-  return { type: 'volume', repository, snapshot, host, target: mount, from: undefined, include: paths };
+  if (directory !== '/' && paths.length === 1 && only) return { target: directory, from: only, include: [] };
+  return { target: directory, from: undefined, include: [...paths] };
+}
+
+/**
+ * The host a recovery agent claims (protocol path): $STASH_SNAPSHOT_HOST (a recovery Job has
+ * host-0), else $STASH_HOST (as a sidecar is given it), else undefined: handle-trigger then claims
+ * the pod's own host (host-<ordinal> of a StatefulSet pod, the node of a DaemonSet pod, else host-0),
+ * which the agent cannot tell without knowing its workload's kind.
+ */
+export function recoveryHost(env: Readonly<Record<string, string | undefined>>): string | undefined {
+  return env.STASH_SNAPSHOT_HOST?.trim() || env.STASH_HOST?.trim() || undefined;
 }
 
 /** Decodes a Secret's base64 `data` (and plain `stringData`) into strings. */

@@ -1,10 +1,19 @@
 /**
- * In-cluster recovery (`stash recover --recovery-name=R`, `stash update-recovery-status`): the
- * direct-API path. The functions have no Recovery protocol yet, so this path reads the Recovery,
- * its Repository, the storage Secret and (for databases) the AppBinding and its Secret from the
- * Kubernetes API, and patches the Recovery's status itself. It therefore NEEDS A ROLE the backup
- * agent does not get: get on recoveries, repositories, secrets, appbindings; patch on
- * recoveries/status; create on events. Backups never use this path (see incluster.ts).
+ * In-cluster recovery (`stash recover --recovery-name=R`, `stash update-recovery-status`).
+ *
+ * Two paths, chosen by runRecoveryCommand:
+ * - THE PROTOCOL PATH (recovery-protocol.ts), whenever the projected token file exists
+ *   ($STASH_TOKEN_FILE, default /var/run/secrets/stash/token): the agent claims the Recovery from
+ *   handle-trigger, recovers, and reports; it needs no API rights. Every pod run-recovery renders
+ *   (a recovery Job, a workload's init container) has the token, so this is the path in a cluster.
+ * - THE DIRECT-API FALLBACK (this file), only when there is no token file (or only the default
+ *   path exists while neither $STASH_TOKEN_FILE nor $STASH_FUNCTIONS_URL is set, i.e. nothing says
+ *   this is a Stash agent pod): it reads the Recovery, its Repository, the storage Secret and (for
+ *   databases) the AppBinding and its Secret from the Kubernetes API ($KUBECONFIG or in-cluster
+ *   config), and patches the Recovery's status itself. It therefore NEEDS A ROLE the agent
+ *   otherwise never gets: get on recoveries, repositories, secrets, appbindings; patch on
+ *   recoveries/status; create on events. It is kept for running the agent by hand with a kubeconfig
+ *   (and its tests); Stash's own pods never use it.
  */
 import { readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
@@ -25,8 +34,9 @@ import { UsageError, boolString, required, str } from './args.ts';
 import type { Command, Parsed } from './args.ts';
 import { agentNamespace, decodeSecret, recoveryPlan, SERVICE_ACCOUNT_NAMESPACE_FILE } from './cluster-plan.ts';
 import type { RepositoryRef } from './cluster-plan.ts';
-import { metricsLocation, optionalUrl } from './agent-env.ts';
+import { DEFAULT_TOKEN_FILE, metricsLocation, optionalUrl } from './agent-env.ts';
 import type { ClusterContext } from './incluster.ts';
+import { runRecoveryProtocol } from './recovery-protocol.ts';
 
 const FIELD_MANAGER = 'stash-agent';
 const CONTROLLER = 'stash.appscode.com/agent';
@@ -183,7 +193,30 @@ async function runRecover(p: Parsed, ctx: ClusterContext, env: Env): Promise<voi
   }
 }
 
+async function exists(file: string): Promise<boolean> {
+  try {
+    return (await stat(file)).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The protocol path when the token file exists (see the head of this file); the direct-API
+ * fallback otherwise. The default token path alone does not count when neither $STASH_TOKEN_FILE
+ * nor $STASH_FUNCTIONS_URL is set (a pod Stash renders always sets both).
+ */
+export async function useRecoveryProtocol(env: ClusterContext['io']['env']): Promise<string | undefined> {
+  const named = env.STASH_TOKEN_FILE?.trim();
+  if (!named && !env.STASH_FUNCTIONS_URL?.trim()) return undefined;
+  const tokenFile = named || DEFAULT_TOKEN_FILE;
+  return (await exists(tokenFile)) ? tokenFile : undefined;
+}
+
 export async function runRecoveryCommand(command: Extract<Command, 'recover' | 'update-recovery-status'>, p: Parsed, ctx: ClusterContext): Promise<void> {
+  const tokenFile = await useRecoveryProtocol(ctx.io.env);
+  if (tokenFile !== undefined) return runRecoveryProtocol(command, p, ctx, tokenFile);
+  ctx.logger.info({ tokenFile: ctx.io.env.STASH_TOKEN_FILE ?? DEFAULT_TOKEN_FILE }, 'no agent token: recovering through the Kubernetes API directly (needs a Role)');
   const env = await clusterEnv(p, ctx);
   if (command === 'recover') return runRecover(p, ctx, env);
   const name = required(p, 'recovery-name', 'the Recovery to report on');

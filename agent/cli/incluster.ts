@@ -14,7 +14,8 @@
  * - init: checks the Secret files and the token, no API call and no claim (backup creates the
  *   repository when it is missing);
  * - update-repo-status: pushes the metrics file the backup step wrote to the Pushgateway.
- * Recovery still uses the direct-API path (incluster-recovery.ts), which needs a Role.
+ * - recover / update-recovery-status: through handle-trigger's recovery protocol as well
+ *   (recovery-protocol.ts); without a token file, the direct-API fallback (incluster-recovery.ts).
  */
 import { readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';

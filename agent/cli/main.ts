@@ -23,11 +23,14 @@ function defaultIo(): CliIo {
 /**
  * In-cluster when --backup-name / --recovery-name is given, or when a pod spec gave the agent its
  * Backup ($BACKUP_NAME with $STASH_FUNCTIONS_URL) and no --repo (a database template's
- * `command: [backup]` passes no flags).
+ * `command: [backup]` passes no flags), or, for recover / update-recovery-status, its Recovery
+ * ($RECOVERY_NAME with $STASH_FUNCTIONS_URL).
  */
-function inCluster(p: Parsed, env: CliIo['env']): boolean {
+function inCluster(command: Command, p: Parsed, env: CliIo['env']): boolean {
   if (p.values['backup-name'] !== undefined || p.values['recovery-name'] !== undefined) return true;
-  return p.values.repo === undefined && Boolean(env.BACKUP_NAME?.trim()) && Boolean(env.STASH_FUNCTIONS_URL?.trim());
+  if (p.values.repo !== undefined || !env.STASH_FUNCTIONS_URL?.trim()) return false;
+  const recovery = command === 'recover' || command === 'update-recovery-status';
+  return recovery ? Boolean(env.RECOVERY_NAME?.trim()) : Boolean(env.BACKUP_NAME?.trim());
 }
 
 export async function main(argv: readonly string[], options: MainOptions = {}): Promise<number> {
@@ -50,10 +53,10 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
       return 0;
     }
     // Logs go to stderr (stdout carries results); quiet for people unless STASH_LOG_LEVEL says otherwise.
-    const logger = options.logger ?? pino({ level: io.env.STASH_LOG_LEVEL ?? (inCluster(parsed, io.env) ? 'info' : 'warn') }, pino.destination(2));
+    const logger = options.logger ?? pino({ level: io.env.STASH_LOG_LEVEL ?? (inCluster(command, parsed, io.env) ? 'info' : 'warn') }, pino.destination(2));
     const out = createOutput(io, json);
     const signal = options.signal ?? new AbortController().signal;
-    if (inCluster(parsed, io.env)) {
+    if (inCluster(command, parsed, io.env)) {
       if (parsed.values.repo !== undefined) throw new UsageError(`give either --repo (standalone) or --backup-name/--recovery-name (in a cluster), not both`);
       // Loaded only in a cluster: it brings the Kubernetes client, which standalone runs do not need.
       const { runInCluster } = await import('./incluster.ts');

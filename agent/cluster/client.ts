@@ -1,14 +1,19 @@
-// The agent's client of handle-trigger's agent protocol (shared/agent-protocol.ts).
+// The agent's client of handle-trigger's agent protocol (shared/agent-protocol.ts): backup runs and recoveries.
 // Every call presents the pod's projected ServiceAccount token (audience `stash`), read from its
 // file at each call because the kubelet rotates it.
 import { readFile } from 'node:fs/promises';
 import type { z } from 'zod';
 import {
-  AGENT_PATHS, claimedRun, errorAnswer, renewAnswer, reportAnswer,
+  AGENT_PATHS, claimedRecovery, claimedRun, errorAnswer, recoveryReportAnswer, renewAnswer, reportAnswer,
 } from '../../shared/agent-protocol.ts';
-import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from '../../shared/agent-protocol.ts';
+import type {
+  ClaimedRecovery, ClaimedRun, ClaimRequest, RecoveryClaimRequest, RecoveryReportAnswer, RecoveryReportRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest,
+} from '../../shared/agent-protocol.ts';
 
-export type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest, RunOutcome } from '../../shared/agent-protocol.ts';
+export type {
+  ClaimedRecovery, ClaimedRun, ClaimRequest, RecoveryClaimRequest, RecoveryOutcome, RecoveryReportAnswer, RecoveryReportRequest, RenewAnswer, RenewRequest,
+  ReportAnswer, ReportRequest, RunOutcome,
+} from '../../shared/agent-protocol.ts';
 
 /** A call to handle-trigger failed (refused, unreachable, or an answer that makes no sense). */
 export class FunctionsCallError extends Error {
@@ -24,6 +29,11 @@ export class FunctionsCallError extends Error {
 /** handle-trigger answered 409: this pod no longer holds the host's lease; stop the work. */
 export class LeaseLostError extends Error {
   override name = 'LeaseLostError';
+}
+
+/** handle-trigger answered 409 to a recovery call: the Recovery changed (new generation) or is being deleted. */
+export class RecoveryChangedError extends Error {
+  override name = 'RecoveryChangedError';
 }
 
 export interface FunctionsClientOptions {
@@ -42,6 +52,10 @@ export interface FunctionsClient {
   renew(request: RenewRequest): Promise<RenewAnswer>;
   /** Sends the outcome; throws LeaseLostError when the run is no longer this pod's. */
   report(request: ReportRequest): Promise<ReportAnswer>;
+  /** What to recover for this host, or undefined (204) when it is already recovered (IfNotRecovered). */
+  claimRecovery(request: RecoveryClaimRequest): Promise<ClaimedRecovery | undefined>;
+  /** Sends a recovery's outcome; throws RecoveryChangedError when the Recovery changed since the claim. */
+  reportRecovery(request: RecoveryReportRequest): Promise<RecoveryReportAnswer>;
 }
 
 async function readToken(tokenFile: string): Promise<string> {
@@ -61,7 +75,7 @@ export function createFunctionsClient(options: FunctionsClientOptions): Function
   if (!/^https?:\/\//.test(base)) throw new FunctionsCallError(`functions URL "${options.baseUrl}" must be an http:// or https:// URL; set STASH_FUNCTIONS_URL`);
   const timeoutMs = options.timeoutMs ?? 30_000;
 
-  async function call<S extends z.ZodType>(path: string, body: unknown, answer: S): Promise<{ status: number; value: z.output<S> | undefined }> {
+  async function call<S extends z.ZodType>(path: string, body: unknown, answer: S, conflict: (message: string) => Error = (m) => new LeaseLostError(m)): Promise<{ status: number; value: z.output<S> | undefined }> {
     const token = await readToken(options.tokenFile);
     let response: Response;
     try {
@@ -92,7 +106,7 @@ export function createFunctionsClient(options: FunctionsClientOptions): Function
     }
     const error = errorAnswer.safeParse(json);
     const message = error.success ? error.data.error : `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ''}`;
-    if (response.status === 409) throw new LeaseLostError(message);
+    if (response.status === 409) throw conflict(message);
     throw new FunctionsCallError(`handle-trigger refused ${path} (${response.status}): ${message}`, response.status);
   }
 
@@ -108,6 +122,14 @@ export function createFunctionsClient(options: FunctionsClientOptions): Function
     async report(request) {
       const { value } = await call(AGENT_PATHS.report, request, reportAnswer);
       if (value === undefined) throw new FunctionsCallError(`handle-trigger answered ${AGENT_PATHS.report} without a body`);
+      return value;
+    },
+    async claimRecovery(request) {
+      return (await call(AGENT_PATHS.recoveryClaim, request, claimedRecovery, (m) => new RecoveryChangedError(m))).value;
+    },
+    async reportRecovery(request) {
+      const { value } = await call(AGENT_PATHS.recoveryReport, request, recoveryReportAnswer, (m) => new RecoveryChangedError(m));
+      if (value === undefined) throw new FunctionsCallError(`handle-trigger answered ${AGENT_PATHS.recoveryReport} without a body`);
       return value;
     },
   };

@@ -1,5 +1,5 @@
 // The HTTP answers of handle-trigger that are not events: the agent protocol (claim, renew,
-// report) and the trigger endpoint for people and CI. JSON in, JSON out, status codes that mean
+// report; recovery claim and report, recovery.ts) and the trigger endpoint for people and CI. JSON in, JSON out, status codes that mean
 // something to the caller (see shared/agent-protocol.ts).
 import express from 'express';
 import type { NextFunction, Request, Response, Router } from 'express';
@@ -10,7 +10,10 @@ import { servesNamespace } from '../../shared/runtime/index.ts';
 import { authenticateAgent, authorizeTriggerCreation, HttpError } from './auth.ts';
 import { claim, createManualTrigger, renew, report } from './handler.ts';
 import type { HandlerConfig } from './handler.ts';
-import { AGENT_PATHS, claimRequest, describeIssues, renewRequest, reportRequest } from '../../shared/agent-protocol.ts';
+import { claimRecovery, reportRecovery } from './recovery.ts';
+import {
+  AGENT_PATHS, claimRequest, describeIssues, recoveryClaimRequest, recoveryReportRequest, renewRequest, reportRequest,
+} from '../../shared/agent-protocol.ts';
 
 export const TRIGGER_PATH = '/v1/namespaces/:namespace/backups/:name/trigger';
 
@@ -85,6 +88,20 @@ export function protocolRouter(cfg: HandlerConfig): Router {
     const agent = await authenticateAgent(cfg.kc, req.headers.authorization);
     requireServed(cfg, agent.namespace, `the agent's Pod ${agent.podName}`);
     res.status(200).json(await report(cfg, agent, parseBody(reportRequest, req.body, AGENT_PATHS.report)));
+  });
+
+  route(AGENT_PATHS.recoveryClaim, async (req, res) => {
+    const agent = await authenticateAgent(cfg.kc, req.headers.authorization);
+    requireServed(cfg, agent.namespace, `the agent's Pod ${agent.podName}`);
+    const claimed = await claimRecovery(cfg, agent, parseBody(recoveryClaimRequest, req.body, AGENT_PATHS.recoveryClaim));
+    if (claimed === undefined) res.status(204).end();
+    else res.status(200).json(claimed);
+  });
+
+  route(AGENT_PATHS.recoveryReport, async (req, res) => {
+    const agent = await authenticateAgent(cfg.kc, req.headers.authorization);
+    requireServed(cfg, agent.namespace, `the agent's Pod ${agent.podName}`);
+    res.status(200).json(await reportRecovery(cfg, agent, parseBody(recoveryReportRequest, req.body, AGENT_PATHS.recoveryReport)));
   });
 
   route(TRIGGER_PATH, async (req, res) => {

@@ -16,7 +16,7 @@ import type { Condition, ConditionInput, ObjectRef } from '../../shared/kube/ind
 import { reconcileBatch } from '../../shared/runtime/index.ts';
 import type { BatchResult as SharedBatchResult } from '../../shared/runtime/index.ts';
 import { servesNamespace } from '../../shared/runtime/index.ts';
-import { isApplied, ownsFields } from './compare.ts';
+import { isApplied, ownsFields } from '../../shared/apply-compare.ts';
 import {
   describeWorkload, FIELD_MANAGER, FINALIZER, otherClaimant, planSidecar, refusal, removalConfig, sidecarVerified, TARGET_ANNOTATION, TARGET_LABEL,
   targetLabelValue, unsupportedTargetMessage, WORKLOAD_KINDS, workloadUnchangedSince,

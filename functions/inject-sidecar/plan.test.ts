@@ -6,7 +6,7 @@ import path from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { agentTemplate as agentTemplateSchema, backup as backupSchema, repository as repositorySchema } from '../../shared/api/index.ts';
 import type { Backup, Repository } from '../../shared/api/index.ts';
-import { appliedFieldPaths, containsValues, isApplied, ownedFieldPaths, PATH_SEPARATOR, quantityValue } from './compare.ts';
+import { appliedFieldPaths, containsValues, isApplied, ownedFieldPaths, PATH_SEPARATOR, quantityValue } from '../../shared/apply-compare.ts';
 import { expectedSampleContainer, expectedSampleVolumes } from './fixtures/design-sample.ts';
 import { FIELD_MANAGER, FINALIZER, otherClaimant, planSidecar, removalConfig, sidecarVerified, TARGET_ANNOTATION, TARGET_LABEL, targetLabelValue, workloadUnchangedSince } from './plan.ts';
 import type { BackupState } from './plan.ts';

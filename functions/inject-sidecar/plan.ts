@@ -6,12 +6,15 @@
 // retention, excludes and paused are read by the agent from the functions at run time, so
 // changing them never restarts a pod. The update strategy is never touched.
 import { createHash } from 'node:crypto';
-import path from 'node:path/posix';
-import type { V1Container, V1EnvVar, V1ObjectMeta, V1PodTemplateSpec, V1SecurityContext, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import type { V1Container, V1EnvVar, V1ObjectMeta, V1PodTemplateSpec, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { agentName } from '../../shared/api/index.ts';
 import type { AgentTemplate, Backup, Container, Repository } from '../../shared/api/index.ts';
 import type { ConditionInput } from '../../shared/kube/index.ts';
-import { agentReportingEnv, agentVolumeMounts, agentVolumes, LOCAL_REPOSITORY_VOLUME } from '../../shared/agent-pod.ts';
+import { agentReportingEnv, agentVolumeMounts, agentVolumes, mergeEnv, normaliseEnv } from '../../shared/agent-pod.ts';
+import {
+  agentSecurityContext, canonical, controllerOf, coveringMounts, isAtOrBelow, localRepositoryVolume, ownedNames, WORKLOAD_KINDS,
+} from '../../shared/pod-template.ts';
+export { canonical, WORKLOAD_KINDS } from '../../shared/pod-template.ts';
 /** Where this function's agents report unless told otherwise (options.functionsUrl). */
 export { DEFAULT_FUNCTIONS_URL } from '../../shared/agent-pod.ts';
 
@@ -33,15 +36,6 @@ export const TMP_VOLUME = 'stash-tmp';
 export const TMP_PATH = '/tmp';
 /** The StatefulSet controller labels each pod with its ordinal (GA in Kubernetes 1.32). */
 export const POD_INDEX_LABEL = 'apps.kubernetes.io/pod-index';
-
-/** Kinds whose pod template (spec.template) Stash injects into, and the apiVersion each is served at. */
-export const WORKLOAD_KINDS: Readonly<Record<string, string>> = {
-  Deployment: 'apps/v1',
-  StatefulSet: 'apps/v1',
-  DaemonSet: 'apps/v1',
-  ReplicaSet: 'apps/v1',
-  ReplicationController: 'v1',
-};
 
 /**
  * The TARGET_LABEL value for a workload: `<Kind>.<name>` when it fits a label value (63
@@ -202,97 +196,11 @@ export function stashEnv(backup: { name: string; namespace: string }, kind: stri
   return env;
 }
 
-function normaliseEnv(env: readonly V1EnvVar[]): V1EnvVar[] {
-  return env.map((e) => (e.value === '' ? { name: e.name, ...(e.valueFrom ? { valueFrom: e.valueFrom } : {}) } : { ...e }));
-}
-
-/** `base` with `overrides` applied by name: a known name is replaced in place, a new one appended. */
-function mergeEnv(base: readonly V1EnvVar[], overrides: readonly V1EnvVar[]): V1EnvVar[] {
-  const out = [...base];
-  for (const variable of overrides) {
-    const index = out.findIndex((e) => e.name === variable.name);
-    if (index >= 0) out[index] = variable;
-    else out.push(variable);
-  }
-  return out;
-}
-
-/** True when `dir` is `mountPath` or below it. */
-function isAtOrBelow(dir: string, mountPath: string): boolean {
-  const d = path.normalize(dir).replace(/\/+$/, '') || '/';
-  const m = path.normalize(mountPath).replace(/\/+$/, '') || '/';
-  return m === '/' || d === m || d.startsWith(`${m}/`);
-}
-
-interface AppMount {
-  container: V1Container;
-  mount: V1VolumeMount;
-}
-
-/** The app container mount holding `dir`: the deepest mountPath at or above it, first container first. */
-function mountHolding(containers: readonly V1Container[], dir: string): AppMount | undefined {
-  let best: AppMount | undefined;
-  for (const container of containers) {
-    for (const mount of container.volumeMounts ?? []) {
-      if (!isAtOrBelow(dir, mount.mountPath)) continue;
-      if (best === undefined || path.normalize(mount.mountPath).length > path.normalize(best.mount.mountPath).length) best = { container, mount };
-    }
-  }
-  return best;
-}
-
-function readOnlyMount(mount: V1VolumeMount): V1VolumeMount {
-  const out: V1VolumeMount = { name: mount.name, mountPath: mount.mountPath, readOnly: true };
-  if (mount.subPath) out.subPath = mount.subPath;
-  if (mount.subPathExpr) out.subPathExpr = mount.subPathExpr;
-  return out;
-}
-
-const IDENTITY_FIELDS = ['runAsUser', 'runAsGroup', 'runAsNonRoot'] as const;
-
-/**
- * The sidecar's securityContext: the template's, then the identity (runAsUser, runAsGroup,
- * runAsNonRoot) of the app container that mounts the first target directory, so the agent reads
- * the files as the app does, then the Backup's containerAttributes.securityContext. Pod-level
- * settings (runAsUser, runAsGroup, fsGroup, supplementalGroups, runAsNonRoot) apply to the
- * sidecar as to every container of the pod, so they are not copied.
- */
-function sidecarSecurityContext(
-  template: Record<string, unknown> | undefined, app: V1SecurityContext | undefined, attributes: Record<string, unknown> | undefined,
-): Record<string, unknown> | undefined {
-  const out: Record<string, unknown> = { ...(template ?? {}) };
-  for (const field of IDENTITY_FIELDS) {
-    const value = app?.[field];
-    if (value !== undefined && value !== null) out[field] = value;
-  }
-  Object.assign(out, attributes ?? {});
-  return Object.keys(out).length === 0 ? undefined : out;
-}
-
-/** Deterministic key order for a plain JSON value (objects sorted by key). */
-export function canonical(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(canonical);
-  if (value !== null && typeof value === 'object') {
-    const out: Record<string, unknown> = {};
-    for (const key of Object.keys(value).sort()) {
-      const v = (value as Record<string, unknown>)[key];
-      if (v !== undefined) out[key] = canonical(v);
-    }
-    return out;
-  }
-  return value;
-}
-
 /** Milliseconds of a metav1.Time, as a string (JSON) or a Date (client-node's typed reads); 0 if absent. */
 function timeOf(value: unknown): number {
   if (value instanceof Date) return value.getTime();
   if (typeof value === 'string') return Date.parse(value) || 0;
   return 0;
-}
-
-function controllerOf(metadata: V1ObjectMeta): { kind: string; name: string; apiVersion: string } | undefined {
-  const owner = metadata.ownerReferences?.find((o) => o.controller === true);
-  return owner ? { kind: owner.kind, name: owner.name, apiVersion: owner.apiVersion } : undefined;
 }
 
 /**
@@ -362,22 +270,16 @@ export function planSidecar(input: PlanInput): Plan {
   const directories = spec.targetDirectories ?? [];
   if (directories.length === 0) return refuse('InvalidBackup', `Backup ${namespace}/${backupName} lists no targetDirectories: list the directories (as the app mounts them) to back up`);
   // The app's containers: not the sidecar this manager applied before.
-  const ownedContainers = ownedNames(workload, 'f:containers');
+  const ownedContainers = ownedNames(workload.metadata, FIELD_MANAGER, 'f:containers');
   const appContainers = templateSpec.containers.filter((c) => !ownedContainers.has(c.name));
-  const targetMounts: V1VolumeMount[] = [];
-  let identitySource: V1Container | undefined;
-  for (const dir of directories) {
-    const held = mountHolding(appContainers, dir);
-    if (held === undefined) {
-      const mounts = appContainers.flatMap((c) => (c.volumeMounts ?? []).map((m) => `${m.mountPath} (${c.name})`));
-      return refuse('TargetDirectoryNotMounted',
-        `targetDirectories entry ${dir} is not on any volume the containers of ${what} mount ` +
-        `(${mounts.length > 0 ? `they mount ${mounts.join(', ')}` : 'they mount no volumes'}): a sidecar can only read volumes; ` +
-        'fix the path in targetDirectories or mount a volume holding it in the app container');
-    }
-    identitySource ??= held.container;
-    if (!targetMounts.some((m) => m.mountPath === held.mount.mountPath)) targetMounts.push(readOnlyMount(held.mount));
+  const covering = coveringMounts(appContainers, directories, true);
+  if (!covering.ok) {
+    return refuse('TargetDirectoryNotMounted',
+      `targetDirectories entry ${covering.directory} is not on any volume the containers of ${what} mount ` +
+      `(${covering.mounted.length > 0 ? `they mount ${covering.mounted.join(', ')}` : 'they mount no volumes'}): a sidecar can only read volumes; ` +
+      'fix the path in targetDirectories or mount a volume holding it in the app container');
   }
+  const { mounts: targetMounts, identitySource } = covering;
 
   // Volumes Stash adds.
   const backend = repository.spec.backend;
@@ -389,16 +291,12 @@ export function planSidecar(input: PlanInput): Plan {
     { name: TMP_VOLUME, mountPath: TMP_PATH },
     ...agentVolumeMounts(),
   ];
-  if (backend.local !== undefined) {
-    const local = backend.local;
-    const volume: V1Volume = { name: LOCAL_REPOSITORY_VOLUME };
-    if (local.hostPath) volume.hostPath = { ...local.hostPath };
-    else if (local.persistentVolumeClaim) volume.persistentVolumeClaim = { ...local.persistentVolumeClaim };
-    else if (local.nfs) volume.nfs = { ...local.nfs };
-    volumes.push(volume);
-    stashMounts.push({ name: LOCAL_REPOSITORY_VOLUME, mountPath: local.mountPath });
+  const local = localRepositoryVolume(repository);
+  if (local !== undefined) {
+    volumes.push(local.volume);
+    stashMounts.push(local.mount);
   }
-  const ownedVolumes = ownedNames(workload, 'f:volumes');
+  const ownedVolumes = ownedNames(workload.metadata, FIELD_MANAGER, 'f:volumes');
   const appVolumeClash = volumes.find((v) => (templateSpec.volumes ?? []).some((w) => w.name === v.name) && !ownedVolumes.has(v.name));
   if (appVolumeClash !== undefined) {
     return refuse('NameConflict',
@@ -436,7 +334,7 @@ export function planSidecar(input: PlanInput): Plan {
       return refuse('NameConflict',
         `${what} already has a container named ${agent.name}, the name of AgentTemplate ${templateName}'s container: rename one of them`);
     }
-    const securityContext = sidecarSecurityContext(agent.securityContext, identitySource?.securityContext, attributes?.securityContext);
+    const securityContext = agentSecurityContext(agent.securityContext, identitySource?.securityContext, attributes?.securityContext);
     if (effective('runAsNonRoot', securityContext) === true && effective('runAsUser', securityContext) === 0) {
       return refuse('SecurityContextConflict',
         `the sidecar would run as uid 0 while ${what} requires runAsNonRoot: the kubelet would refuse to start it; ` +
@@ -460,33 +358,6 @@ export function planSidecar(input: PlanInput): Plan {
     spec: { template: { spec: { containers, volumes } } },
   };
   return { action: 'apply', applyConfig: canonical(applyConfig) as ApplyConfig };
-}
-
-/** Names of the pod template's containers or volumes this function's field manager owns (from managedFields). */
-export function ownedNames(workload: Workload, list: 'f:containers' | 'f:volumes'): Set<string> {
-  const entry = workload.metadata.managedFields?.find((m) => m.manager === FIELD_MANAGER && m.operation === 'Apply' && !m.subresource);
-  const spec = dig(entry?.fieldsV1, ['f:spec', 'f:template', 'f:spec', list]);
-  const names = new Set<string>();
-  if (spec === null || typeof spec !== 'object') return names;
-  for (const key of Object.keys(spec)) {
-    if (!key.startsWith('k:')) continue;
-    try {
-      const parsed = JSON.parse(key.slice(2)) as { name?: unknown };
-      if (typeof parsed.name === 'string') names.add(parsed.name);
-    } catch {
-      // not a key this function writes
-    }
-  }
-  return names;
-}
-
-function dig(value: unknown, keys: readonly string[]): unknown {
-  let current = value;
-  for (const key of keys) {
-    if (current === null || typeof current !== 'object') return undefined;
-    current = (current as Record<string, unknown>)[key];
-  }
-  return current;
 }
 
 /** The template's own volume mounts: only the scratch volume `tmp` (the default templates' name) is provided. */

@@ -2,11 +2,18 @@
 // BackupTrigger), built from the Backup's AgentTemplate, the AppBinding's connection and the
 // Repository's storage Secret, or the reason no Job can be built. Also: what a finished Job means
 // for the run's host entry.
-import { createHash } from 'node:crypto';
 import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { agentName, API_VERSION } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Backup, BackupTrigger, Container, HostRun, Repository } from '../../shared/api/index.ts';
-import { agentReportingEnv, agentVolumeMounts, agentVolumes, LOCAL_REPOSITORY_VOLUME } from '../../shared/agent-pod.ts';
+import { agentReportingEnv, agentVolumeMounts, agentVolumes, mergeEnv, normaliseEnv } from '../../shared/agent-pod.ts';
+import { connectionOf, databaseEnv, ENGINES, engineFor, fillPlaceholders } from '../../shared/database-env.ts';
+import { fitName } from '../../shared/names.ts';
+import { localRepositoryVolume } from '../../shared/pod-template.ts';
+export { connectionOf, databaseEnv, ENGINES, engineFor } from '../../shared/database-env.ts';
+export type { Connection, Engine } from '../../shared/database-env.ts';
+export { fitName } from '../../shared/names.ts';
+export { jobOutcome } from '../../shared/job-outcome.ts';
+export type { JobOutcome } from '../../shared/job-outcome.ts';
 /** Where this function's agents report unless told otherwise (options.functionsUrl). */
 export { DEFAULT_FUNCTIONS_URL } from '../../shared/agent-pod.ts';
 
@@ -52,45 +59,9 @@ export interface DatabaseJobInput {
 export type RefusalReason = 'UnsupportedDatabase' | 'InvalidAppBinding' | 'InvalidAgentTemplate' | 'RepositoryUnusable' | 'ReservedEnvironmentVariable';
 export type JobPlan = { ok: true; job: V1Job } | { ok: false; reason: RefusalReason; message: string };
 
-/** What Stash knows of each database kind: default port and scheme, and the Secret keys KubeDB writes. */
-export interface Engine {
-  engine: 'postgres' | 'mariadb' | 'redis';
-  port: number;
-  scheme: string;
-  userKey: string | undefined;
-  passwordKey: string;
-  /** Redis may run without a password. */
-  passwordOptional: boolean;
-}
-
-const POSTGRES: Engine = { engine: 'postgres', port: 5432, scheme: 'postgres', userKey: 'POSTGRES_USER', passwordKey: 'POSTGRES_PASSWORD', passwordOptional: false };
-const MARIADB: Engine = { engine: 'mariadb', port: 3306, scheme: 'mysql', userKey: 'MYSQL_ROOT_USERNAME', passwordKey: 'MYSQL_ROOT_PASSWORD', passwordOptional: false };
-const REDIS: Engine = { engine: 'redis', port: 6379, scheme: 'redis', userKey: undefined, passwordKey: 'REDIS_PASSWORD', passwordOptional: true };
-
-/** AppBinding spec.type -> engine (KubeDB's types and the plain names, as the agent accepts them). */
-export const ENGINES: Readonly<Record<string, Engine>> = {
-  'kubedb.com/postgres': POSTGRES, postgres: POSTGRES, postgresql: POSTGRES,
-  'kubedb.com/mysql': MARIADB, mysql: MARIADB, 'kubedb.com/mariadb': MARIADB, mariadb: MARIADB,
-  'kubedb.com/redis': REDIS, redis: REDIS,
-};
-
-export function engineFor(type: string): Engine | undefined {
-  return ENGINES[type.trim().toLowerCase()];
-}
-
 export function unsupportedTypeMessage(appBinding: AppBinding): string {
   return `AppBinding ${appBinding.metadata.namespace ?? ''}/${appBinding.metadata.name ?? ''} has type ${appBinding.spec.type}, which Stash cannot back up: ` +
     `use one of ${Object.keys(ENGINES).join(', ')}, or back up the database's volume with a workload Backup`;
-}
-
-function hash8(text: string): string {
-  return createHash('sha256').update(text).digest('hex').slice(0, 8);
-}
-
-/** `text`, or cut to `limit` with `-<8 hex>` so that different long texts stay different. */
-export function fitName(text: string, limit: number): string {
-  if (text.length <= limit) return text;
-  return `${text.slice(0, limit - 9).replace(/[-._]+$/, '')}-${hash8(text)}`;
 }
 
 /** The run's Job: `<trigger>-job`, at most 63 characters (the Job controller puts it in a label). */
@@ -101,45 +72,6 @@ export function jobName(triggerName: string): string {
 /** A name as a label value (at most 63 characters). */
 export function labelValue(name: string): string {
   return fitName(name, 63);
-}
-
-export interface Connection {
-  host: string;
-  port: number;
-  scheme: string | undefined;
-}
-
-/** Where the database is: `<service>.<namespace>.svc:<port>`, or host and port of clientConfig.url. */
-export function connectionOf(appBinding: AppBinding, engine: Engine): Connection | { error: string } {
-  const where = `AppBinding ${appBinding.metadata.namespace ?? ''}/${appBinding.metadata.name ?? ''}`;
-  const { service, url } = appBinding.spec.clientConfig;
-  if (service) {
-    return { host: `${service.name}.${appBinding.metadata.namespace ?? 'default'}.svc`, port: service.port, scheme: service.scheme };
-  }
-  if (url) {
-    let parsed: URL;
-    try {
-      parsed = new URL(url);
-    } catch {
-      return { error: `${where}: spec.clientConfig.url is not a URL: write it as ${engine.scheme}://host:port` };
-    }
-    if (parsed.password !== '') {
-      return { error: `${where}: spec.clientConfig.url holds a password, which would end up in the Job's spec: move it to the Secret named in spec.secret and remove it from the url` };
-    }
-    return { host: parsed.hostname.replace(/^\[|\]$/g, ''), port: parsed.port === '' ? engine.port : Number(parsed.port), scheme: parsed.protocol.replace(/:$/, '') };
-  }
-  return { error: `${where}: spec.clientConfig has neither service nor url: set one` };
-}
-
-/** `base` with `overrides` applied by name: a known name is replaced in place, a new one appended. */
-function mergeEnv(base: readonly V1EnvVar[], overrides: readonly V1EnvVar[]): V1EnvVar[] {
-  const out = [...base];
-  for (const variable of overrides) {
-    const index = out.findIndex((e) => e.name === variable.name);
-    if (index >= 0) out[index] = variable;
-    else out.push(variable);
-  }
-  return out;
 }
 
 /**
@@ -155,7 +87,6 @@ export function dumpContainerName(spec: AgentTemplate['spec']): string {
   return found?.name ?? '';
 }
 
-const PLACEHOLDER = /^<[^<>]+>$/;
 
 function stashEnv(backup: Backup, trigger: BackupTrigger, options: JobOptions, templateText: string): V1EnvVar[] {
   const env: V1EnvVar[] = [
@@ -167,51 +98,6 @@ function stashEnv(backup: Backup, trigger: BackupTrigger, options: JobOptions, t
   ];
   env.push(...agentReportingEnv(options, templateText));
   return env;
-}
-
-function databaseEnv(appBinding: AppBinding, engine: Engine, connection: Connection): V1EnvVar[] {
-  const env: V1EnvVar[] = [
-    { name: 'DB_TYPE', value: appBinding.spec.type },
-    { name: 'DB_HOST', value: connection.host },
-    { name: 'DB_PORT', value: String(connection.port) },
-  ];
-  if (connection.scheme !== undefined) env.push({ name: 'DB_SCHEME', value: connection.scheme });
-  if (appBinding.spec.clientConfig.insecureSkipTLSVerify === true) env.push({ name: 'DB_INSECURE_SKIP_TLS_VERIFY', value: 'true' });
-  const secret = appBinding.spec.secret?.name;
-  if (secret !== undefined) {
-    if (engine.userKey !== undefined) env.push({ name: 'DB_USER', valueFrom: { secretKeyRef: { name: secret, key: engine.userKey, optional: true } } });
-    env.push({ name: 'DB_PASSWORD', valueFrom: { secretKeyRef: { name: secret, key: engine.passwordKey, ...(engine.passwordOptional ? { optional: true } : {}) } } });
-  }
-  return env;
-}
-
-/**
- * A template env entry with its `<placeholder>`s filled: a secretKeyRef to `<secret name>` points
- * at the AppBinding's Secret, `<host url>` is the database host, `<data-dir>` a directory on the
- * shared tmp volume. An unknown placeholder is an error (the Job would run with the literal text).
- */
-function fillPlaceholders(variable: V1EnvVar, appBinding: AppBinding, connection: Connection, where: string): V1EnvVar | string {
-  const ref = variable.valueFrom?.secretKeyRef;
-  if (ref !== undefined && PLACEHOLDER.test(ref.name ?? '')) {
-    const secret = appBinding.spec.secret?.name;
-    if (secret === undefined) {
-      return `${where} env ${variable.name} reads ${ref.name ?? ''} but AppBinding ${appBinding.metadata.name ?? ''} names no spec.secret: add the Secret holding the database credentials to the AppBinding`;
-    }
-    return { name: variable.name, valueFrom: { secretKeyRef: { ...ref, name: secret } } };
-  }
-  if (variable.value !== undefined && PLACEHOLDER.test(variable.value)) {
-    const fills: Record<string, string> = { '<host url>': connection.host, '<host>': connection.host, '<port>': String(connection.port), '<data-dir>': `${TMP_PATH}/data` };
-    const value = fills[variable.value];
-    if (value === undefined) {
-      return `${where} env ${variable.name} is the placeholder ${variable.value}, which Stash cannot fill (it fills <secret name>, <host url>, <host>, <port>, <data-dir>): set a value in the AgentTemplate`;
-    }
-    return { name: variable.name, value };
-  }
-  return variable;
-}
-
-function normaliseEnv(env: readonly V1EnvVar[]): V1EnvVar[] {
-  return env.map((e) => (e.value === '' ? { name: e.name, ...(e.valueFrom ? { valueFrom: e.valueFrom } : {}) } : { ...e }));
 }
 
 function refuse(reason: RefusalReason, message: string): JobPlan {
@@ -259,14 +145,10 @@ export function planDatabaseJob(input: DatabaseJobInput): JobPlan {
     ...agentVolumes(backend.storageSecretName),
   ];
   const stashMounts: V1VolumeMount[] = agentVolumeMounts();
-  if (backend.local !== undefined) {
-    const local = backend.local;
-    const volume: V1Volume = { name: LOCAL_REPOSITORY_VOLUME };
-    if (local.hostPath) volume.hostPath = { ...local.hostPath };
-    else if (local.persistentVolumeClaim) volume.persistentVolumeClaim = { ...local.persistentVolumeClaim };
-    else if (local.nfs) volume.nfs = { ...local.nfs };
-    volumes.push(volume);
-    stashMounts.push({ name: LOCAL_REPOSITORY_VOLUME, mountPath: local.mountPath });
+  const local = localRepositoryVolume(repository);
+  if (local !== undefined) {
+    volumes.push(local.volume);
+    stashMounts.push(local.mount);
   }
   const volumeNames = new Set(volumes.map((v) => v.name));
 
@@ -279,7 +161,7 @@ export function planDatabaseJob(input: DatabaseJobInput): JobPlan {
     const where = `AgentTemplate ${templateName} ${kind} ${c.name}`;
     const templateEnv: V1EnvVar[] = [];
     for (const variable of (c.env ?? []) as V1EnvVar[]) {
-      const filled = fillPlaceholders(variable, appBinding, connection, where);
+      const filled = fillPlaceholders(variable, appBinding, connection, where, `${TMP_PATH}/data`);
       if (typeof filled === 'string') return filled;
       templateEnv.push(filled);
     }
@@ -374,50 +256,6 @@ export function planDatabaseJob(input: DatabaseJobInput): JobPlan {
 
 // ---------------------------------------------------------------------------------------------
 // A finished Job and the run's host entry
-
-export interface JobOutcome {
-  /** The Job ended without the agent reporting: the host's error. */
-  failed: boolean;
-  error: string;
-  at: string | undefined;
-}
-
-interface JobCondition { type: string; status: string; reason?: string; message?: string; lastTransitionTime?: Date | string }
-
-function timeText(t: Date | string | undefined): string | undefined {
-  if (t === undefined) return undefined;
-  const d = typeof t === 'string' ? new Date(t) : t;
-  return Number.isNaN(d.getTime()) ? undefined : `${d.toISOString().slice(0, 19)}Z`;
-}
-
-/**
- * Whether the Job has ended in a way that ends the run: Failed (the pod failed, the deadline
- * passed), or Complete while the run is still open longer than `graceSeconds` after completion
- * (the agent exited without reporting). undefined while the Job runs.
- */
-export function jobOutcome(job: V1Job, now: Date, graceSeconds = 120): JobOutcome | undefined {
-  const conditions = (job.status?.conditions ?? []) as JobCondition[];
-  const failed = conditions.find((c) => c.type === 'Failed' && c.status === 'True');
-  if (failed) {
-    const detail = [failed.reason, failed.message].filter((x) => x !== undefined && x !== '').join(': ');
-    return {
-      failed: true,
-      error: `Job ${job.metadata?.name ?? ''} failed${detail ? ` (${detail})` : ''}; see the Job's pod logs (kubectl logs job/${job.metadata?.name ?? ''} --all-containers)`,
-      at: timeText(failed.lastTransitionTime),
-    };
-  }
-  const complete = conditions.find((c) => c.type === 'Complete' && c.status === 'True');
-  if (complete) {
-    const at = timeText(complete.lastTransitionTime ?? job.status?.completionTime);
-    if (at !== undefined && now.getTime() - Date.parse(at) < graceSeconds * 1000) return undefined;
-    return {
-      failed: true,
-      error: `Job ${job.metadata?.name ?? ''} completed but its agent never reported the result to handle-trigger; check that the pod can reach STASH_FUNCTIONS_URL`,
-      at,
-    };
-  }
-  return undefined;
-}
 
 /** True when the run is over (or this host is): nothing more to write. */
 export function hostFinished(trigger: BackupTrigger, host = HOST): boolean {

@@ -42,6 +42,10 @@ export const recoveredHost = z.strictObject({
   files: count().optional(),
   bytes: count().optional(),
   error: z.string().optional(),
+  /** The Recovery's metadata.generation this entry is for (written by handle-trigger): IfNotRecovered skips a host only when it Succeeded at the current generation. */
+  generation: count().optional(),
+  /** The pod that recovered (or is recovering) this host. */
+  pod: z.string().optional(),
 });
 export const recoveryStatus = z.strictObject({
   phase: recoveryPhase.optional(),

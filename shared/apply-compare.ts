@@ -1,4 +1,5 @@
-// Is the workload already what applying the plan would make it? Pure.
+// Is a workload already what server-side applying a configuration would make it? Pure (used by
+// inject-sidecar for the backup sidecar and run-recovery for the recovery init container).
 //
 // Two checks, both on what is really in the workload (no annotation or hash that another
 // controller could erase, stashed/stash#1308):

@@ -1,0 +1,118 @@
+// The run-recovery function's server: Knative ApiServerSource events (Recovery, Job, the workload
+// kinds, AgentTemplate, Repository, AppBinding), PingSource / cron-connector resyncs, and plain
+// JSON calls `POST /invoke {kind, namespace, name}`.
+//
+//   node functions/run-recovery/index.ts    PORT (default 8080), KUBECONFIG or in-cluster,
+//                                           STASH_FUNCTIONS_URL, PUSH_GATEWAY_URL,
+//                                           STASH_JOB_DEADLINE_SECONDS, STASH_JOB_TTL_SECONDS, LOG_LEVEL,
+//                                           STASH_NAMESPACES (comma-separated; default all)
+import type { KubeConfig } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { loadKubeConfig } from '../../shared/kube/index.ts';
+import { createFunctionServer, namespacesFromEnv, PermanentError, throwIfAnyFailed } from '../../shared/runtime/index.ts';
+import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
+import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
+import { createRunRecovery } from './handler.ts';
+import type { HandlerOptions, RunRecovery } from './handler.ts';
+import { WORKLOAD_KINDS } from './plan.ts';
+
+export { createRunRecovery } from './handler.ts';
+export type { HandlerOptions, Outcome, RunRecovery } from './handler.ts';
+export * from './plan.ts';
+
+export const FUNCTION_NAME = 'run-recovery';
+export const HANDLED_KINDS = ['Recovery', 'Job', ...Object.keys(WORKLOAD_KINDS), 'AppBinding', 'Repository', 'AgentTemplate'] as const;
+
+export const invokeSchema = z.object({
+  apiVersion: z.string().min(1).optional(),
+  kind: z.string().min(1),
+  namespace: z.string().min(1).optional(),
+  name: z.string().min(1),
+});
+const routes = { '/invoke': invokeSchema };
+type Routes = typeof routes;
+
+/** Routes one invocation to the handler. */
+export async function handleInvocation(recoverer: RunRecovery, invocation: Invocation<Routes>, log: Logger): Promise<void> {
+  if (invocation.source === 'ping' || invocation.source === 'cron-connector') {
+    // A failure of one Recovery is logged; the next resync retries it, so the resync itself succeeds.
+    await recoverer.resync(log);
+    return;
+  }
+  const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
+  if (!(HANDLED_KINDS as readonly string[]).includes(ref.kind)) {
+    throw new PermanentError(`run-recovery handles events about ${HANDLED_KINDS.join(', ')}, not ${ref.kind}: fix the ApiServerSource or Trigger filter`);
+  }
+  const what = `${ref.kind} ${ref.namespace ? `${ref.namespace}/` : ''}${ref.name}`;
+  if (ref.kind === 'AgentTemplate') {
+    throwIfAnyFailed(await recoverer.reconcileReferrers(ref.kind, undefined, ref.name, log), what, 'Recovery(s)');
+    return;
+  }
+  if (ref.namespace === undefined) {
+    throw new PermanentError(`a ${ref.kind} event needs the object's namespace; ${ref.kind} ${ref.name} came without one`);
+  }
+  if (!recoverer.serves(ref.namespace)) {
+    log.debug({ kind: ref.kind, namespace: ref.namespace, name: ref.name }, 'namespace not served by this function');
+    return;
+  }
+  switch (ref.kind) {
+    case 'Recovery':
+      await recoverer.reconcileRecovery(ref.namespace, ref.name, log);
+      return;
+    case 'Job':
+      await recoverer.reconcileJob(ref.namespace, ref.name, log);
+      return;
+    case 'AppBinding':
+    case 'Repository':
+      throwIfAnyFailed(await recoverer.reconcileReferrers(ref.kind, ref.namespace, ref.name, log), what, 'Recovery(s)');
+      return;
+    default:
+      throwIfAnyFailed(await recoverer.reconcileWorkload(ref.kind, ref.namespace, ref.name, log), what, 'Recovery(s)');
+  }
+}
+
+export interface ServerOptions extends HandlerOptions {
+  logger?: Logger;
+}
+
+export function createRunRecoveryServer(kc: KubeConfig, options: ServerOptions = {}): FunctionServer {
+  const { logger, ...handlerOptions } = options;
+  const recoverer = createRunRecovery(kc, handlerOptions);
+  return createFunctionServer<Routes>({
+    name: FUNCTION_NAME,
+    routes,
+    ...(logger === undefined ? {} : { logger }),
+    handle: async (invocation: Invocation<Routes>, ctx: HandlerContext) => {
+      await handleInvocation(recoverer, invocation, ctx.log);
+    },
+  });
+}
+
+function seconds(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const text = env[name];
+  if (text === undefined || text === '') return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}=${text} is not a positive whole number of seconds: fix or unset it`);
+  return n;
+}
+
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOptions {
+  const options: HandlerOptions = {};
+  if (env.STASH_FUNCTIONS_URL) options.functionsUrl = env.STASH_FUNCTIONS_URL;
+  if (env.PUSH_GATEWAY_URL) options.pushGatewayUrl = env.PUSH_GATEWAY_URL;
+  const deadline = seconds(env, 'STASH_JOB_DEADLINE_SECONDS');
+  if (deadline !== undefined) options.activeDeadlineSeconds = deadline;
+  const ttl = seconds(env, 'STASH_JOB_TTL_SECONDS');
+  if (ttl !== undefined) options.ttlSecondsAfterFinished = ttl;
+  const namespaces = namespacesFromEnv(env);
+  if (namespaces !== undefined) options.namespaces = namespaces;
+  return options;
+}
+
+export async function main(): Promise<void> {
+  const port = portFromEnv();
+  await createRunRecoveryServer(loadKubeConfig(), optionsFromEnv()).listen(port);
+}
+
+runIfMain(import.meta, 'run-recovery', main);
