@@ -5,7 +5,7 @@
  * what a field manager owns in a pod template.
  */
 import path from 'node:path/posix';
-import type { V1Container, V1ObjectMeta, V1SecurityContext, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import type { V1Container, V1ObjectMeta, V1PodTemplateSpec, V1SecurityContext, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import type { Repository } from './api/index.ts';
 import { LOCAL_REPOSITORY_VOLUME } from './agent-pod.ts';
 
@@ -17,6 +17,14 @@ export const WORKLOAD_KINDS: Readonly<Record<string, string>> = {
   ReplicaSet: 'apps/v1',
   ReplicationController: 'v1',
 };
+
+/** A workload as read from the API (any of WORKLOAD_KINDS). */
+export interface Workload {
+  apiVersion: string;
+  kind: string;
+  metadata: V1ObjectMeta;
+  spec?: { template?: V1PodTemplateSpec } & Record<string, unknown>;
+}
 
 /** True when `dir` is `mountPath` or below it. */
 export function isAtOrBelow(dir: string, mountPath: string): boolean {

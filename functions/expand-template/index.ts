@@ -6,9 +6,8 @@
 //                                               STASH_NAMESPACES (comma-separated; default all)
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, throwIfAnyFailed, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
+import { createFunctionServer, invokeObjectSchema, namespacesFromEnv, PermanentError, throwIfAnyFailed } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
@@ -16,13 +15,7 @@ import type { BatchResult, HandlerOptions, ObjectKey } from './handler.ts';
 
 export const FUNCTION_NAME = 'expand-template';
 
-/** Body of `POST /invoke`: the object an event is about (namespace absent for a BackupTemplate). */
-export const invokeSchema = z.object({
-  apiVersion: z.string().min(1).optional(),
-  kind: z.string().min(1),
-  namespace: z.string().min(1).optional(),
-  name: z.string().min(1),
-});
+export const invokeSchema = invokeObjectSchema;
 
 const routes = { '/invoke': invokeSchema };
 type Routes = typeof routes;

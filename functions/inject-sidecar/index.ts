@@ -7,9 +7,8 @@
 //                                               STASH_NAMESPACES (comma-separated; default all)
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, throwIfAnyFailed, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
+import { agentOptionsFromEnv, createFunctionServer, invokeObjectSchema, PermanentError, throwIfAnyFailed } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
@@ -17,13 +16,7 @@ import type { BatchResult, HandlerOptions, ObjectKey } from './handler.ts';
 
 export const FUNCTION_NAME = 'inject-sidecar';
 
-/** Body of `POST /invoke`: the object an event is about (namespace absent for an AgentTemplate). */
-export const invokeSchema = z.object({
-  apiVersion: z.string().min(1).optional(),
-  kind: z.string().min(1),
-  namespace: z.string().min(1).optional(),
-  name: z.string().min(1),
-});
+export const invokeSchema = invokeObjectSchema;
 
 const routes = { '/invoke': invokeSchema };
 type Routes = typeof routes;
@@ -67,12 +60,7 @@ export function createInjectSidecarServer(kc: KubeConfig, options: ServerOptions
 
 /** Options from the environment: STASH_FUNCTIONS_URL and PUSH_GATEWAY_URL reach the sidecar; STASH_NAMESPACES limits what is served. */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOptions {
-  const options: HandlerOptions = {};
-  if (env.STASH_FUNCTIONS_URL) options.functionsUrl = env.STASH_FUNCTIONS_URL;
-  if (env.PUSH_GATEWAY_URL) options.pushGatewayUrl = env.PUSH_GATEWAY_URL;
-  const namespaces = namespacesFromEnv(env);
-  if (namespaces !== undefined) options.namespaces = namespaces;
-  return options;
+  return agentOptionsFromEnv(env);
 }
 
 export async function main(): Promise<void> {

@@ -6,7 +6,7 @@
 // retention, excludes and paused are read by the agent from the functions at run time, so
 // changing them never restarts a pod. The update strategy is never touched.
 import { createHash } from 'node:crypto';
-import type { V1Container, V1EnvVar, V1ObjectMeta, V1PodTemplateSpec, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import type { V1Container, V1EnvVar, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
 import { agentName } from '../../shared/api/index.ts';
 import type { AgentTemplate, Backup, Container, Repository } from '../../shared/api/index.ts';
 import type { ConditionInput } from '../../shared/kube/index.ts';
@@ -14,6 +14,7 @@ import { agentReportingEnv, agentVolumeMounts, agentVolumes, mergeEnv, normalise
 import {
   agentSecurityContext, canonical, controllerOf, coveringMounts, isAtOrBelow, localRepositoryVolume, ownedNames, WORKLOAD_KINDS,
 } from '../../shared/pod-template.ts';
+import type { Workload } from '../../shared/pod-template.ts';
 export { canonical, WORKLOAD_KINDS } from '../../shared/pod-template.ts';
 /** Where this function's agents report unless told otherwise (options.functionsUrl). */
 export { DEFAULT_FUNCTIONS_URL } from '../../shared/agent-pod.ts';
@@ -89,13 +90,7 @@ export function workloadUnchangedSince(backup: BackupState, workload: { metadata
     backup.status?.sidecar?.targetGeneration === workload.metadata.generation;
 }
 
-/** The workload as read from the API (any of WORKLOAD_KINDS). */
-export interface Workload {
-  apiVersion: string;
-  kind: string;
-  metadata: V1ObjectMeta;
-  spec?: { template?: V1PodTemplateSpec } & Record<string, unknown>;
-}
+export type { Workload } from '../../shared/pod-template.ts';
 
 /** The partial workload that is server-side applied. */
 export interface ApplyConfig {

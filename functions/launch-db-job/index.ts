@@ -8,9 +8,8 @@
 //                                           STASH_NAMESPACES (comma-separated; default all)
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { z } from 'zod';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, namespacesFromEnv, PermanentError } from '../../shared/runtime/index.ts';
+import { agentJobOptionsFromEnv, createFunctionServer, invokeObjectSchema, PermanentError } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { createLaunchDbJob } from './handler.ts';
@@ -23,12 +22,7 @@ export * from './plan.ts';
 export const FUNCTION_NAME = 'launch-db-job';
 export const HANDLED_KINDS = ['BackupTrigger', 'Backup', 'Job', 'AppBinding', 'Repository', 'AgentTemplate'] as const;
 
-export const invokeSchema = z.object({
-  apiVersion: z.string().min(1).optional(),
-  kind: z.string().min(1),
-  namespace: z.string().min(1).optional(),
-  name: z.string().min(1),
-});
+export const invokeSchema = invokeObjectSchema;
 const routes = { '/invoke': invokeSchema };
 type Routes = typeof routes;
 
@@ -85,25 +79,9 @@ export function createLaunchDbJobServer(kc: KubeConfig, options: ServerOptions =
   });
 }
 
-function seconds(env: NodeJS.ProcessEnv, name: string): number | undefined {
-  const text = env[name];
-  if (text === undefined || text === '') return undefined;
-  const n = Number(text);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}=${text} is not a positive whole number of seconds: fix or unset it`);
-  return n;
-}
-
+/** STASH_FUNCTIONS_URL, PUSH_GATEWAY_URL, STASH_JOB_DEADLINE_SECONDS, STASH_JOB_TTL_SECONDS, STASH_NAMESPACES. */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HandlerOptions {
-  const options: HandlerOptions = {};
-  if (env.STASH_FUNCTIONS_URL) options.functionsUrl = env.STASH_FUNCTIONS_URL;
-  if (env.PUSH_GATEWAY_URL) options.pushGatewayUrl = env.PUSH_GATEWAY_URL;
-  const deadline = seconds(env, 'STASH_JOB_DEADLINE_SECONDS');
-  if (deadline !== undefined) options.activeDeadlineSeconds = deadline;
-  const ttl = seconds(env, 'STASH_JOB_TTL_SECONDS');
-  if (ttl !== undefined) options.ttlSecondsAfterFinished = ttl;
-  const namespaces = namespacesFromEnv(env);
-  if (namespaces !== undefined) options.namespaces = namespaces;
-  return options;
+  return agentJobOptionsFromEnv(env);
 }
 
 export async function main(): Promise<void> {

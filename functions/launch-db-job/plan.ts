@@ -2,12 +2,13 @@
 // BackupTrigger), built from the Backup's AgentTemplate, the AppBinding's connection and the
 // Repository's storage Secret, or the reason no Job can be built. Also: what a finished Job means
 // for the run's host entry.
-import type { V1Container, V1EnvVar, V1Job, V1PodSpec, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
-import { agentName, API_VERSION } from '../../shared/api/index.ts';
+import type { V1EnvVar, V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import { agentName } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Backup, BackupTrigger, Container, HostRun, Repository } from '../../shared/api/index.ts';
-import { agentReportingEnv, agentVolumeMounts, agentVolumes, mergeEnv, normaliseEnv } from '../../shared/agent-pod.ts';
+import { agentReportingEnv, agentVolumeMounts, agentVolumes } from '../../shared/agent-pod.ts';
+import { agentJob, agentJobName, COMPONENT_LABEL, JOB_TMP_PATH, JOB_TMP_VOLUME, labelValue, MANAGED_BY_LABEL } from '../../shared/agent-job.ts';
+import type { JobOptions as AgentJobOptions } from '../../shared/agent-job.ts';
 import { connectionOf, databaseEnv, ENGINES, engineFor, fillPlaceholders } from '../../shared/database-env.ts';
-import { fitName } from '../../shared/names.ts';
 import { localRepositoryVolume } from '../../shared/pod-template.ts';
 export { connectionOf, databaseEnv, ENGINES, engineFor } from '../../shared/database-env.ts';
 export type { Connection, Engine } from '../../shared/database-env.ts';
@@ -25,26 +26,21 @@ export const HOST = 'host-0';
 
 export const BACKUP_LABEL = 'stash.appscode.com/backup';
 export const TRIGGER_LABEL = 'stash.appscode.com/backuptrigger';
-export const COMPONENT_LABEL = 'app.kubernetes.io/component';
 export const COMPONENT = 'database-backup';
-export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
-
-export const TMP_VOLUME = 'tmp';
-export const TMP_PATH = '/tmp';
+export { COMPONENT_LABEL, MANAGED_BY_LABEL, labelValue } from '../../shared/agent-job.ts';
+export const TMP_VOLUME = JOB_TMP_VOLUME;
+export const TMP_PATH = JOB_TMP_PATH;
 
 /** The variables Stash sets on every container; a template or containerAttributes.env may not set them. */
 export const RESERVED_ENV = [
   'BACKUP_NAME', 'NAMESPACE', 'TRIGGER_NAME', 'POD_NAME', 'STASH_HOST', 'STASH_FUNCTIONS_URL', 'STASH_TOKEN_FILE', 'STASH_REPOSITORY_SECRET_DIR',
 ] as const;
 
-export interface JobOptions {
+/** The Job's deadline (a run longer fails) and time kept after it finished (its record stays in the BackupTrigger), and where the agent reports. */
+export interface JobOptions extends AgentJobOptions {
   /** Where the agent reports (handle-trigger). */
   functionsUrl?: string;
   pushGatewayUrl?: string;
-  /** A run longer than this fails (Job DeadlineExceeded). Default 6 h. */
-  activeDeadlineSeconds?: number;
-  /** A finished Job is deleted after this (its run record stays in the BackupTrigger). Default 1 day. */
-  ttlSecondsAfterFinished?: number;
 }
 
 export interface DatabaseJobInput {
@@ -66,12 +62,7 @@ export function unsupportedTypeMessage(appBinding: AppBinding): string {
 
 /** The run's Job: `<trigger>-job`, at most 63 characters (the Job controller puts it in a label). */
 export function jobName(triggerName: string): string {
-  return fitName(`${triggerName}-job`, 63).replace(/^[.]+/, '');
-}
-
-/** A name as a label value (at most 63 characters). */
-export function labelValue(name: string): string {
-  return fitName(name, 63);
+  return agentJobName(triggerName, 'job');
 }
 
 /**
@@ -150,63 +141,11 @@ export function planDatabaseJob(input: DatabaseJobInput): JobPlan {
     volumes.push(local.volume);
     stashMounts.push(local.mount);
   }
-  const volumeNames = new Set(volumes.map((v) => v.name));
 
   const templateText = JSON.stringify(agentTemplate.spec);
   const baseEnv = stashEnv(backup, trigger, options, templateText);
   const dbEnv = databaseEnv(appBinding, engine, connection);
   const dumpName = dumpContainerName(agentTemplate.spec);
-
-  const build = (c: Container, kind: 'initContainers' | 'containers'): V1Container | string => {
-    const where = `AgentTemplate ${templateName} ${kind} ${c.name}`;
-    const templateEnv: V1EnvVar[] = [];
-    for (const variable of (c.env ?? []) as V1EnvVar[]) {
-      const filled = fillPlaceholders(variable, appBinding, connection, where, `${TMP_PATH}/data`);
-      if (typeof filled === 'string') return filled;
-      templateEnv.push(filled);
-    }
-    const isDump = c.name === dumpName;
-    const env = normaliseEnv(mergeEnv(mergeEnv(mergeEnv(baseEnv, isDump ? dbEnv : []), templateEnv), (attributes?.env ?? []) as V1EnvVar[]));
-    const mounts: V1VolumeMount[] = [];
-    for (const m of c.volumeMounts ?? []) {
-      if (!volumeNames.has(m.name)) {
-        return `${where} mounts volume ${m.name}, which a database backup Job does not have (it has ${[...volumeNames].join(', ')}): mount ${TMP_VOLUME} for scratch space`;
-      }
-      if (stashMounts.some((s) => s.mountPath === m.mountPath)) return `${where} mounts ${m.name} at ${m.mountPath}, where Stash mounts its own volume: use another path`;
-      mounts.push({ ...m });
-    }
-    if (!mounts.some((m) => m.mountPath === TMP_PATH)) mounts.push({ name: TMP_VOLUME, mountPath: TMP_PATH });
-    mounts.push(...stashMounts.filter((s) => !mounts.some((m) => m.name === s.name)));
-    const out: V1Container = { name: c.name, image: c.image };
-    if (c.command) out.command = [...c.command];
-    const args = [...(c.args ?? []), ...(isDump ? attributes?.args ?? [] : [])];
-    if (args.length > 0) out.args = args;
-    if (c.workingDir) out.workingDir = c.workingDir;
-    out.env = env;
-    if (c.envFrom) out.envFrom = c.envFrom;
-    out.volumeMounts = mounts;
-    const resources = attributes?.resources ?? c.resources;
-    if (resources) out.resources = resources as V1Container['resources'];
-    const securityContext = attributes?.securityContext ? { ...(c.securityContext ?? {}), ...attributes.securityContext } : c.securityContext;
-    if (securityContext) out.securityContext = securityContext;
-    const pullPolicy = attributes?.imagePullPolicy ?? c.imagePullPolicy;
-    if (pullPolicy) out.imagePullPolicy = pullPolicy;
-    if (c.ports) out.ports = c.ports as unknown as V1Container['ports'];
-    return out;
-  };
-
-  const initContainers: V1Container[] = [];
-  for (const c of agentTemplate.spec.initContainers ?? []) {
-    const built = build(c, 'initContainers');
-    if (typeof built === 'string') return refuse('InvalidAgentTemplate', built);
-    initContainers.push(built);
-  }
-  const containers: V1Container[] = [];
-  for (const c of agentTemplate.spec.containers) {
-    const built = build(c, 'containers');
-    if (typeof built === 'string') return refuse('InvalidAgentTemplate', built);
-    containers.push(built);
-  }
 
   const labels: Record<string, string> = {
     [MANAGED_BY_LABEL]: 'stash',
@@ -214,44 +153,27 @@ export function planDatabaseJob(input: DatabaseJobInput): JobPlan {
     [BACKUP_LABEL]: labelValue(backupName),
     [TRIGGER_LABEL]: labelValue(triggerName),
   };
-  const podSpec: V1PodSpec = {
-    restartPolicy: 'Never',
-    // The agent talks to handle-trigger with the audience-bound token below, never to the
-    // Kubernetes API: the ServiceAccount's own token is not mounted.
-    automountServiceAccountToken: false,
-    ...(initContainers.length > 0 ? { initContainers } : {}),
-    containers,
+  const built = agentJob({
+    what: 'a database backup Job',
+    templateName,
+    template: agentTemplate.spec,
     volumes,
-  };
-  if (pod?.nodeSelector) podSpec.nodeSelector = { ...pod.nodeSelector };
-  if (pod?.affinity) podSpec.affinity = pod.affinity;
-  if (pod?.tolerations) podSpec.tolerations = pod.tolerations;
-  if (pod?.serviceAccountName) podSpec.serviceAccountName = pod.serviceAccountName;
-  if (pod?.priorityClassName) podSpec.priorityClassName = pod.priorityClassName;
-  if (pod?.securityContext) podSpec.securityContext = pod.securityContext;
-  if (pod?.imagePullSecrets) podSpec.imagePullSecrets = pod.imagePullSecrets.map((s) => ({ name: s.name }));
-
-  const job: V1Job = {
-    apiVersion: 'batch/v1',
-    kind: 'Job',
-    metadata: {
-      name: jobName(triggerName),
-      namespace,
-      labels,
-      ownerReferences: [{
-        apiVersion: API_VERSION, kind: 'BackupTrigger', name: triggerName, uid: (trigger.metadata.uid as string | undefined) ?? '',
-        controller: true, blockOwnerDeletion: true,
-      }],
+    stashMounts,
+    env: baseEnv,
+    main: dumpName,
+    mainEnv: dbEnv,
+    mainArgs: attributes?.args ?? [],
+    fill: (variable, where) => fillPlaceholders(variable, appBinding, connection, where, `${TMP_PATH}/data`),
+    attributes,
+    pod,
+    keepPorts: true,
+    job: {
+      name: jobName(triggerName), namespace, labels,
+      owner: { kind: 'BackupTrigger', name: triggerName, uid: (trigger.metadata.uid as string | undefined) ?? '' },
+      options,
     },
-    spec: {
-      // A retry is a new run (a new BackupTrigger), never a second pod of this one.
-      backoffLimit: 0,
-      activeDeadlineSeconds: options.activeDeadlineSeconds ?? 6 * 3600,
-      ttlSecondsAfterFinished: options.ttlSecondsAfterFinished ?? 24 * 3600,
-      template: { metadata: { labels: { ...labels } }, spec: podSpec },
-    },
-  };
-  return { ok: true, job };
+  });
+  return built.ok ? built : refuse('InvalidAgentTemplate', built.message);
 }
 
 // ---------------------------------------------------------------------------------------------

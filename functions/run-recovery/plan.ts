@@ -7,8 +7,9 @@
 //                                    workload's pod template (server-side applied under FIELD_MANAGER);
 // or why nothing can be made (a Ready=False condition). Also: what a failed Job means for the
 // Recovery's status. No I/O.
-import type { V1Container, V1EnvVar, V1Job, V1ObjectMeta, V1PodSpec, V1PodTemplateSpec, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
-import { agentName, API_VERSION } from '../../shared/api/index.ts';
+import type { V1Container, V1EnvVar, V1Job, V1Volume, V1VolumeMount } from '@kubernetes/client-node';
+import { agentName } from '../../shared/api/index.ts';
+import { agentJob, agentJobName, COMPONENT_LABEL, JOB_TMP_PATH, JOB_TMP_VOLUME, labelValue, MANAGED_BY_LABEL } from '../../shared/agent-job.ts';
 import type { AgentTemplate, AppBinding, Container, Recovery, Repository } from '../../shared/api/index.ts';
 import type { ConditionInput } from '../../shared/kube/index.ts';
 import {
@@ -16,10 +17,10 @@ import {
 } from '../../shared/agent-pod.ts';
 import type { AgentPodOptions } from '../../shared/agent-pod.ts';
 import { connectionOf, databaseEnv, ENGINES, engineFor, fillPlaceholders } from '../../shared/database-env.ts';
-import { fitName } from '../../shared/names.ts';
 import {
   agentSecurityContext, canonical, controllerOf, coveringMounts, isAtOrBelow, localRepositoryVolume, ownedNames, WORKLOAD_KINDS,
 } from '../../shared/pod-template.ts';
+import type { Workload } from '../../shared/pod-template.ts';
 /** Where this function's agents report unless told otherwise (options.functionsUrl). */
 export { DEFAULT_FUNCTIONS_URL } from '../../shared/agent-pod.ts';
 export { WORKLOAD_KINDS } from '../../shared/pod-template.ts';
@@ -38,15 +39,12 @@ export const READY_CONDITION = 'Ready';
 export const HOST = 'host-0';
 
 export const RECOVERY_LABEL = 'stash.appscode.com/recovery';
-export const COMPONENT_LABEL = 'app.kubernetes.io/component';
 export const COMPONENT = 'recovery';
-export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+export { COMPONENT_LABEL, JOB_TMP_VOLUME, labelValue, MANAGED_BY_LABEL } from '../../shared/agent-job.ts';
 
 /** The Job's volume holding the recovery target (recoverTo.volume's source). */
 export const RECOVERY_VOLUME = 'stash-recovery-target';
-/** A Job's scratch volume: `tmp`, the name the default AgentTemplates mount (as in launch-db-job's Jobs). */
-export const JOB_TMP_VOLUME = 'tmp';
-export const TMP_PATH = '/tmp';
+export const TMP_PATH = JOB_TMP_PATH;
 
 /**
  * The init container's volumes, named apart from the backup sidecar's (stash-tmp, stash-repository,
@@ -115,12 +113,7 @@ export function unsupportedTargetMessage(recovery: Recovery): string {
 
 /** The recovery Job's name: `<recovery>-recovery`, at most 63 characters (the Job controller puts it in a label). */
 export function jobName(recoveryName: string): string {
-  return fitName(`${recoveryName}-recovery`, 63).replace(/^[.]+/, '');
-}
-
-/** A name as a label value (at most 63 characters). */
-export function labelValue(name: string): string {
-  return fitName(name, 63);
+  return agentJobName(recoveryName, 'recovery');
 }
 
 /**
@@ -296,114 +289,40 @@ export function planRecoveryJob(input: JobInput): JobPlan {
     volumes.push(recoveryTargetVolume(volume));
     stashMounts.push({ name: RECOVERY_VOLUME, mountPath: volume.mountPath });
   }
-  const volumeNames = new Set(volumes.map((v) => v.name));
 
   const templateText = JSON.stringify(agentTemplate.spec);
   const baseEnv = jobEnv(recovery, options, templateText);
   const recoverName = recoverContainerName(agentTemplate.spec);
 
-  const build = (c: Container, kind: 'initContainers' | 'containers'): V1Container | string => {
-    const where = `AgentTemplate ${templateName} ${kind} ${c.name}`;
-    const templateEnv: V1EnvVar[] = [];
-    for (const variable of (c.env ?? []) as V1EnvVar[]) {
-      if (appBinding === undefined || connection === undefined || 'error' in connection) {
-        templateEnv.push(variable);
-        continue;
-      }
-      const filled = fillPlaceholders(variable, appBinding, connection, where, `${TMP_PATH}/data`);
-      if (typeof filled === 'string') return filled;
-      templateEnv.push(filled);
-    }
-    const isRecover = c.name === recoverName;
-    const env = normaliseEnv(mergeEnv(mergeEnv(mergeEnv(baseEnv, isRecover ? dbEnv : []), templateEnv), (attributes?.env ?? []) as V1EnvVar[]));
-    const mounts: V1VolumeMount[] = [];
-    for (const m of c.volumeMounts ?? []) {
-      if (!volumeNames.has(m.name)) {
-        return `${where} mounts volume ${m.name}, which a recovery Job does not have (it has ${[...volumeNames].join(', ')}): mount ${JOB_TMP_VOLUME} for scratch space`;
-      }
-      if (stashMounts.some((s) => s.mountPath === m.mountPath)) return `${where} mounts ${m.name} at ${m.mountPath}, where Stash mounts its own volume: use another path`;
-      mounts.push({ ...m });
-    }
-    if (!mounts.some((m) => m.mountPath === TMP_PATH)) mounts.push({ name: JOB_TMP_VOLUME, mountPath: TMP_PATH });
-    mounts.push(...stashMounts.filter((s) => !mounts.some((m) => m.name === s.name)));
-    const out: V1Container = { name: c.name, image: c.image };
-    if (c.command) out.command = [...c.command];
-    if (c.args && c.args.length > 0) out.args = [...c.args];
-    if (c.workingDir) out.workingDir = c.workingDir;
-    out.env = env;
-    if (c.envFrom) out.envFrom = c.envFrom;
-    out.volumeMounts = mounts;
-    const resources = attributes?.resources ?? c.resources;
-    if (resources) out.resources = resources as V1Container['resources'];
-    const securityContext = attributes?.securityContext ? { ...(c.securityContext ?? {}), ...attributes.securityContext } : c.securityContext;
-    if (securityContext) out.securityContext = securityContext;
-    const pullPolicy = attributes?.imagePullPolicy ?? c.imagePullPolicy;
-    if (pullPolicy) out.imagePullPolicy = pullPolicy;
-    return out;
-  };
-
-  const initContainers: V1Container[] = [];
-  for (const c of agentTemplate.spec.initContainers ?? []) {
-    const built = build(c, 'initContainers');
-    if (typeof built === 'string') return refuse('InvalidAgentTemplate', built);
-    initContainers.push(built);
-  }
-  const containers: V1Container[] = [];
-  for (const c of agentTemplate.spec.containers) {
-    const built = build(c, 'containers');
-    if (typeof built === 'string') return refuse('InvalidAgentTemplate', built);
-    containers.push(built);
-  }
-
   const labels: Record<string, string> = { [MANAGED_BY_LABEL]: 'stash', [COMPONENT_LABEL]: COMPONENT, [RECOVERY_LABEL]: labelValue(name) };
-  const podSpec: V1PodSpec = {
-    restartPolicy: 'Never',
-    // The agent talks to handle-trigger with the audience-bound token, never to the Kubernetes API.
-    automountServiceAccountToken: false,
-    ...(initContainers.length > 0 ? { initContainers } : {}),
-    containers,
+  const built = agentJob({
+    what: 'a recovery Job',
+    templateName,
+    template: agentTemplate.spec,
     volumes,
-  };
-  if (pod?.nodeSelector) podSpec.nodeSelector = { ...pod.nodeSelector };
-  if (pod?.affinity) podSpec.affinity = pod.affinity;
-  if (pod?.tolerations) podSpec.tolerations = pod.tolerations;
-  if (pod?.serviceAccountName) podSpec.serviceAccountName = pod.serviceAccountName;
-  if (pod?.priorityClassName) podSpec.priorityClassName = pod.priorityClassName;
-  if (pod?.securityContext) podSpec.securityContext = pod.securityContext;
-  if (pod?.imagePullSecrets) podSpec.imagePullSecrets = pod.imagePullSecrets.map((s) => ({ name: s.name }));
-
-  const job: V1Job = {
-    apiVersion: 'batch/v1',
-    kind: 'Job',
-    metadata: {
-      name: jobName(name),
-      namespace,
-      labels,
-      ownerReferences: [{
-        apiVersion: API_VERSION, kind: 'Recovery', name, uid: (recovery.metadata.uid as string | undefined) ?? '', controller: true, blockOwnerDeletion: true,
-      }],
+    stashMounts,
+    env: baseEnv,
+    main: recoverName,
+    mainEnv: dbEnv,
+    // containerAttributes.args reach the agent through its claim, not its command line.
+    fill: appBinding === undefined || connection === undefined || 'error' in connection
+      ? undefined
+      : (variable, where) => fillPlaceholders(variable, appBinding, connection, where, `${TMP_PATH}/data`),
+    attributes,
+    pod,
+    job: {
+      name: jobName(name), namespace, labels,
+      owner: { kind: 'Recovery', name, uid: (recovery.metadata.uid as string | undefined) ?? '' },
+      options,
     },
-    spec: {
-      // A failed recovery is not retried by the Job: the Recovery fails with the Job's reason.
-      backoffLimit: 0,
-      activeDeadlineSeconds: options.activeDeadlineSeconds ?? 6 * 3600,
-      ttlSecondsAfterFinished: options.ttlSecondsAfterFinished ?? 24 * 3600,
-      template: { metadata: { labels: { ...labels } }, spec: podSpec },
-    },
-  };
-  return { ok: true, job };
+  });
+  return built.ok ? built : refuse('InvalidAgentTemplate', built.message);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The init container in a workload
 
-/** The workload as read from the API (any of WORKLOAD_KINDS). */
-export interface Workload {
-  apiVersion: string;
-  kind: string;
-  metadata: V1ObjectMeta;
-  spec?: { template?: V1PodTemplateSpec } & Record<string, unknown>;
-}
+export type { Workload } from '../../shared/pod-template.ts';
 
 /** The partial workload that is server-side applied. */
 export interface ApplyConfig {

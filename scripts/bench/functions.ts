@@ -59,10 +59,21 @@ function rssMB(pid: number | undefined): number {
   return m ? Math.round(Number(m[1]) / 102.4) / 10 : NaN;
 }
 
+/** The functions' Node options as deployed (knative/20-services.yaml: every Service sets the same). */
+const DEPLOYED_NODE_OPTIONS = (() => {
+  const m = /- name: NODE_OPTIONS\n\s+value: (\S+)/.exec(readFileSync(path.join(repoRoot, 'knative/20-services.yaml'), 'utf8'));
+  if (!m?.[1]) throw new Error('knative/20-services.yaml sets no NODE_OPTIONS: the benchmark runs the functions as deployed');
+  return m[1];
+})();
+
 async function startFunction(name: string, script: string, env: Record<string, string>, logLevel = 'warn'): Promise<{ child: ChildProcess; url: string }> {
   const port = await freePort();
   const log = openSync(path.join(benchDir, `${name}.log`), 'w');
-  const child = spawn(process.execPath, [path.join(repoRoot, script)], { env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: logLevel }, stdio: ['ignore', log, log] });
+  // NODE_OPTIONS as deployed (knative/20-services.yaml, stack.yml); BENCH_NODE_OPTIONS overrides it ('' = Node's defaults).
+  const nodeOptions = process.env.BENCH_NODE_OPTIONS ?? DEPLOYED_NODE_OPTIONS;
+  const child = spawn(process.execPath, [path.join(repoRoot, script)], {
+    env: { ...process.env, ...env, PORT: String(port), LOG_LEVEL: logLevel, NODE_OPTIONS: nodeOptions }, stdio: ['ignore', log, log],
+  });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
     if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}; see ${benchDir}/${name}.log`);

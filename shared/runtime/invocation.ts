@@ -77,6 +77,17 @@ export const objectRefSchema = z.object({
   name: nonEmpty,
 });
 
+/**
+ * `POST /invoke` of the functions that act on objects: the object an event is about, by hand
+ * ({"kind":"Backup","namespace":"demo","name":"x"}; no namespace for a cluster-scoped kind).
+ */
+export const invokeObjectSchema = z.object({
+  apiVersion: nonEmpty.optional(),
+  kind: nonEmpty,
+  namespace: nonEmpty.optional(),
+  name: nonEmpty,
+});
+
 /** A plain HTTP call naming one namespaced object: {"kind":"Backup","namespace":"demo","name":"x"}. */
 export const invokeRefSchema = z.object({
   apiVersion: nonEmpty.optional(),

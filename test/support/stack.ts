@@ -1,5 +1,5 @@
 /**
- * The whole of Stash running locally against the real control plane: the five functions as
+ * The whole of Stash running locally against the real control plane: the six functions as
  * separate processes (`node functions/main.ts`, one per STASH_FUNCTION, as the image runs them)
  * and Knative Eventing's real adapters feeding them.
  *
@@ -27,7 +27,7 @@ import { markPingSourceReady, startApiServerSourceAdapter, startPingAdapter } fr
 import type { RunningAdapter, WatchedResource } from './knative.ts';
 import { repoRoot } from './tools.ts';
 
-export const FUNCTIONS = ['expand-template', 'handle-trigger', 'inject-sidecar', 'launch-db-job', 'sweep'] as const;
+export const FUNCTIONS = ['expand-template', 'handle-trigger', 'inject-sidecar', 'launch-db-job', 'run-recovery', 'sweep'] as const;
 export type StackFunction = (typeof FUNCTIONS)[number];
 
 export class StackError extends Error {
@@ -77,7 +77,29 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-interface SourceResource { apiVersion: string; kind: string; selector?: { matchLabels?: Record<string, string>; matchExpressions?: unknown[] } }
+interface SelectorRequirement { key: string; operator: string; values?: string[] }
+interface SourceResource { apiVersion: string; kind: string; selector?: { matchLabels?: Record<string, string>; matchExpressions?: SelectorRequirement[] } }
+
+/**
+ * A LabelSelector in string form, as the controller renders it (metav1.LabelSelectorAsSelector):
+ * one requirement per matchLabels entry (`k=v`) and matchExpressions entry (`k in (a,b)`,
+ * `k notin (a,b)`, `k`, `!k`), values sorted, requirements sorted by key.
+ */
+export function renderSelector(selector: SourceResource['selector']): string {
+  const requirements: { key: string; text: string }[] = [];
+  for (const [k, v] of Object.entries(selector?.matchLabels ?? {})) requirements.push({ key: k, text: `${k}=${v}` });
+  for (const e of selector?.matchExpressions ?? []) {
+    const values = [...(e.values ?? [])].sort();
+    switch (e.operator) {
+      case 'In': requirements.push({ key: e.key, text: `${e.key} in (${values.join(',')})` }); break;
+      case 'NotIn': requirements.push({ key: e.key, text: `${e.key} notin (${values.join(',')})` }); break;
+      case 'Exists': requirements.push({ key: e.key, text: e.key }); break;
+      case 'DoesNotExist': requirements.push({ key: e.key, text: `!${e.key}` }); break;
+      default: throw new StackError(`knative/50-sources.yaml: matchExpressions operator ${e.operator} (key ${e.key}) is not a LabelSelector operator`);
+    }
+  }
+  return requirements.sort((a, b) => a.key.localeCompare(b.key)).map((r) => r.text).join(',');
+}
 
 /** The kinds the ApiServerSource stash-events watches (knative/50-sources.yaml), with apiVersion and selector. */
 export function sourceResources(): Map<string, WatchedResource> {
@@ -87,11 +109,7 @@ export function sourceResources(): Map<string, WatchedResource> {
     const object = doc.toJS() as { kind?: string; spec?: { resources?: SourceResource[] } } | null;
     if (object?.kind !== 'ApiServerSource') continue;
     for (const r of object.spec?.resources ?? []) {
-      if ((r.selector?.matchExpressions ?? []).length > 0) {
-        throw new StackError(`knative/50-sources.yaml: the selector of ${r.kind} uses matchExpressions, which the stack does not render; use matchLabels`);
-      }
-      // The controller renders the selector as a string (metav1.LabelSelectorAsSelector).
-      const labels = Object.entries(r.selector?.matchLabels ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',');
+      const labels = renderSelector(r.selector);
       resources.set(r.kind, { apiVersion: r.apiVersion, kind: r.kind, ...(labels ? { selector: labels } : {}) });
     }
   }
