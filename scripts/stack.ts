@@ -1,13 +1,16 @@
 /**
  * The local stack's entry (scripts/stack.sh runs it; KUBECONFIG names the control plane):
  *
- *   node scripts/stack.ts serve --state DIR   the five functions and Knative's adapters
+ *   node scripts/stack.ts serve --state DIR   the six functions and Knative's adapters
  *                                             (test/support/stack.ts) until SIGTERM/SIGINT; logs in
  *                                             DIR, URLs in DIR/stack.env once everything is up
  *   node scripts/stack.ts demo --state DIR    the default demo against the running stack: namespace
  *                                             demo, a local repository, the design's stash-demo
  *                                             Deployment and backup-volume-demo Backup, one run
- *                                             executed by the sidecar through the kubelet stand-in
+ *                                             executed by the sidecar through the kubelet stand-in,
+ *                                             then the design's volume Recovery of that snapshot
+ *                                             (run-recovery's Job, run by the stand-in) into a
+ *                                             directory, compared with the original
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -172,6 +175,50 @@ async function demo(stateDir: string): Promise<void> {
     say(`   (could not list snapshots: ${(error as Error).message.split('\n')[0] ?? ''})`);
   }
   if (run.status?.phase !== 'Succeeded') throw new StackCommandError(`the demo run ${DEMO}/${name} did not succeed; see ${path.join(stateDir, 'demo-sidecar.log')} and the function logs in ${stateDir}`);
+  await recoverDemo(cluster, stateDir, functionsUrl, dataDir);
+}
+
+/** The design's volume Recovery (recovery-volume-demo) into a hostPath directory: run-recovery's Job, its Pod run by the kubelet stand-in. */
+async function recoverDemo(cluster: Cluster, stateDir: string, functionsUrl: string, dataDir: string): Promise<void> {
+  const target = path.join(stateDir, 'demo', `recovered-${Date.now()}`);
+  mkdirSync(target, { recursive: true });
+  const recovery = parse(readFileSync(path.join(repoRoot, 'test/fixtures/design-samples/03-recovery-volume.yaml'), 'utf8')) as
+    { metadata: { name: string }; spec: { paths?: string[]; recoverTo: { volume: { mountPath: string } } } };
+  const name = `${recovery.metadata.name}-${Math.floor(Date.now() / 1000)}`;
+  recovery.metadata.name = name;
+  // The design recovers /source/data into a PVC; here into a hostPath directory (no volume provisioner).
+  recovery.spec.recoverTo.volume = { mountPath: recovery.spec.recoverTo.volume.mountPath, hostPath: { path: target } } as typeof recovery.spec.recoverTo.volume;
+  say(`== Recovery ${DEMO}/${name}: paths ${(recovery.spec.paths ?? []).join(', ')} of the latest snapshot into ${target} (the design uses a PVC)`);
+  await applyYaml(cluster, stringify(recovery), DEMO);
+  const core = cluster.kc.makeApiClient(CoreV1Api);
+  const custom = cluster.kc.makeApiClient(CustomObjectsApi);
+  const pod = JSON.parse(JSON.stringify(await eventually(`run-recovery's Job for ${name} and its Pod (the Job controller)`, async () => {
+    const pods = await core.listNamespacedPod({ namespace: DEMO, labelSelector: `stash.appscode.com/recovery=${name}` });
+    return pods.items[0];
+  }))) as V1Pod;
+  say(`== run-recovery created Job ${pod.metadata?.labels?.['batch.kubernetes.io/job-name'] ?? '?'}; running its Pod ${pod.metadata?.name ?? ''} with the kubelet stand-in`);
+  const logs: string[] = [];
+  for (const container of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
+    const result = await runContainer({
+      cluster, pod, containerName: container.name, stateDir: path.join(stateDir, 'kubelet'), envOverrides: { STASH_FUNCTIONS_URL: functionsUrl }, timeoutMs: 600_000,
+    });
+    logs.push(`--- ${container.name} (exit ${result.exitCode})\n${result.stdout}\n${result.stderr}`);
+    if (result.exitCode !== 0) break;
+  }
+  writeFileSync(path.join(stateDir, 'demo-recovery.log'), logs.join('\n'));
+  type RecoveryStatus = { status?: { phase?: string; snapshotId?: string; error?: string; stats?: { files?: number; bytes?: number } } };
+  const done = await eventually(`Recovery ${DEMO}/${name} to finish`, async () => {
+    const r = await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'recoveries', namespace: DEMO, name }) as RecoveryStatus;
+    return r.status?.phase === 'Succeeded' || r.status?.phase === 'Failed' ? r : undefined;
+  });
+  say(`== Recovery ${name}: phase ${done.status?.phase ?? '?'}, snapshot ${done.status?.snapshotId?.slice(0, 8) ?? '(none)'}, ` +
+    `${done.status?.stats?.files ?? 0} files, ${done.status?.stats?.bytes ?? 0} bytes (log: ${path.join(stateDir, 'demo-recovery.log')})`);
+  if (done.status?.phase !== 'Succeeded') throw new StackCommandError(`the demo Recovery ${DEMO}/${name} failed: ${done.status?.error ?? ''}; see ${path.join(stateDir, 'demo-recovery.log')}`);
+  const same = execFileSync('diff', ['-r', dataDir, target], { encoding: 'utf8' }) === '';
+  say(`== diff -r ${dataDir} ${target}: ${same ? 'identical' : 'DIFFERENT'}`);
+  say('== kubectl get recoveries -A');
+  say(kubectl(['get', 'recoveries', '-A'], cluster.kubeconfigPath).trimEnd());
+  if (!same) throw new StackCommandError(`the recovered files in ${target} differ from ${dataDir}`);
 }
 
 async function main(): Promise<void> {
