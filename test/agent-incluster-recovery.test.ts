@@ -7,9 +7,8 @@
 // the agent has no API access at all.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
@@ -19,6 +18,9 @@ import { createHandleTriggerServer } from '../functions/handle-trigger/index.ts'
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
+import { fileContents } from './support/files.ts';
+import { runCaptured } from './support/run.ts';
+import type { Captured } from './support/run.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -55,32 +57,12 @@ async function getRecovery(name: string): Promise<RecoveryObject> {
   return await cluster.kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: ns, plural: 'recoveries', name }) as RecoveryObject;
 }
 
-function cli(args: readonly string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cli(args: readonly string[], env: Record<string, string>): Promise<Captured> {
   const base: Record<string, string | undefined> = { ...process.env, STASH_RESTIC: toolPath('restic'), STASH_CACHE_DIR: path.join(dir, 'cache') };
   delete base.KUBECONFIG;
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCaptured(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], { ...base, ...env });
 }
 
-async function filesOf(root: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  async function walk(d: string, rel: string): Promise<void> {
-    for (const entry of await readdir(d, { withFileTypes: true })) {
-      const r = rel ? `${rel}/${entry.name}` : entry.name;
-      if (entry.isDirectory()) await walk(path.join(d, entry.name), r);
-      else out.set(r, (await readFile(path.join(d, entry.name))).toString('base64'));
-    }
-  }
-  await walk(root, '');
-  return out;
-}
 
 /**
  * A Recovery into a hostPath volume at `target` and its recovery Job's Pod; returns the env the
@@ -182,7 +164,7 @@ test('stash recover --recovery-name in a recovery Job\'s pod claims, restores id
   const result = JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}') as { ok: boolean; status: string; phase: string; snapshotId: string; host: string };
   assert.deepEqual([result.ok, result.status, result.phase, result.snapshotId, result.host], [true, 'reported', 'Succeeded', snapshotId, 'host-0']);
   // The one path's content lands directly in the volume, byte for byte.
-  assert.deepEqual(await filesOf(target), await filesOf(dataDir));
+  assert.deepEqual(await fileContents(target), await fileContents(dataDir));
 
   const r = await getRecovery('restore');
   assert.equal(r.status?.phase, 'Succeeded', JSON.stringify(r.status));

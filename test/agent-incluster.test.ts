@@ -7,9 +7,8 @@
 // restored with the standalone CLI and compared byte for byte. The agent has no API rights.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
@@ -24,6 +23,9 @@ import { startPostgres } from './support/databases.ts';
 import { runContainer } from './support/kubelet.ts';
 import type { ContainerRun } from './support/kubelet.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
+import { fileContents } from './support/files.ts';
+import { runCaptured } from './support/run.ts';
+import type { Captured } from './support/run.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -85,32 +87,10 @@ async function finishedRun(name: string): Promise<Trigger> {
   }, 120_000);
 }
 
-function cli(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], {
-      env: { ...process.env, STASH_RESTIC: toolPath('restic') }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function cli(args: readonly string[]): Promise<Captured> {
+  return runCaptured(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], { ...process.env, STASH_RESTIC: toolPath('restic') });
 }
 
-async function filesOf(root: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  async function walk(d: string, rel: string): Promise<void> {
-    for (const entry of await readdir(d, { withFileTypes: true })) {
-      const r = rel ? `${rel}/${entry.name}` : entry.name;
-      if (entry.isDirectory()) await walk(path.join(d, entry.name), r);
-      else out.set(r, (await readFile(path.join(d, entry.name))).toString('base64'));
-    }
-  }
-  await walk(root, '');
-  return out;
-}
 
 before(async () => {
   cluster = await useCluster();
@@ -277,9 +257,9 @@ test('the sidecar of a real Pod claims runs through handle-trigger, backs up, ap
   const target = path.join(dir, 'restored');
   const restored = await cli(['recover', '--repo', path.join(repoDir, 'app'), '--password-file', passwordFile, '--snapshot', snapshotId, '--target', target]);
   assert.equal(restored.code, 0, restored.stderr);
-  const want = await filesOf(dataDir);
+  const want = await fileContents(dataDir);
   want.delete('skip.tmp');
-  assert.deepEqual(await filesOf(path.join(target, 'srv/app-data')), want);
+  assert.deepEqual(await fileContents(path.join(target, 'srv/app-data')), want);
 });
 
 test('init checks the Secret files and token without API rights; update-repo-status without a Pushgateway says the status was reported', { timeout: 120_000 }, async () => {

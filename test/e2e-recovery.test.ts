@@ -12,9 +12,8 @@
 // a PVC.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,6 +32,9 @@ import type { ContainerRun } from './support/kubelet.ts';
 import { startStack } from './support/stack.ts';
 import type { Stack } from './support/stack.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
+import { fileContents } from './support/files.ts';
+import { runCaptured } from './support/run.ts';
+import type { Captured } from './support/run.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -125,18 +127,6 @@ function canonicalJson(value: unknown): unknown {
   return value;
 }
 
-async function treeOf(root: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  async function walk(rel: string): Promise<void> {
-    for (const entry of await readdir(path.join(root, rel), { withFileTypes: true })) {
-      const r = path.join(rel, entry.name);
-      if (entry.isDirectory()) await walk(r);
-      else out.set(r, (await readFile(path.join(root, r))).toString('base64'));
-    }
-  }
-  await walk('');
-  return out;
-}
 
 /** A directory of random files (binary, text, nested). */
 async function randomTree(root: string, label: string): Promise<void> {
@@ -152,21 +142,13 @@ const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
  * The agent's standalone CLI, in a private mount namespace where each `binds` host directory is
  * bind-mounted at its container path (so a snapshot records the paths the pod sees).
  */
-function agentCli(args: string[], binds: Record<string, string> = {}, env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function agentCli(args: string[], binds: Record<string, string> = {}, env: Record<string, string> = {}): Promise<Captured> {
   const script = ['set -e'];
   for (const [target, source] of Object.entries(binds)) script.push(`mkdir -p ${shellQuote(target)} && mount --bind ${shellQuote(source)} ${shellQuote(target)}`);
   script.push(`exec ${[process.execPath, path.join(repoRoot, 'agent/bin/stash.js'), ...args].map(shellQuote).join(' ')}`);
-  return new Promise((resolve, reject) => {
-    const base: Record<string, string | undefined> = { ...process.env, STASH_RESTIC: toolPath('restic'), STASH_CACHE_DIR: path.join(dir, 'restic-cache'), ...env };
-    delete base.KUBECONFIG;
-    const child = spawn('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script.join('\n')], { env: base, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  const base: Record<string, string | undefined> = { ...process.env, STASH_RESTIC: toolPath('restic'), STASH_CACHE_DIR: path.join(dir, 'restic-cache'), ...env };
+  delete base.KUBECONFIG;
+  return runCaptured('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script.join('\n')], base);
 }
 
 const lastJson = <T>(stdout: string): T => JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as T;
@@ -315,9 +297,9 @@ test('volume: the design\'s volume Recovery makes run-recovery create its Job; t
   }
 
   // The one path's content lands directly in the volume, byte for byte; the stale file is gone.
-  const restored = await treeOf(target);
+  const restored = await fileContents(target);
   assert.equal(restored.size, 3, JSON.stringify([...restored.keys()]));
-  assert.deepEqual(restored, await treeOf(dataDir));
+  assert.deepEqual(restored, await fileContents(dataDir));
 
   const r = await recoveryFinished(namespace, name);
   assert.equal(r.status?.phase, 'Succeeded', JSON.stringify(r.status));
@@ -337,7 +319,7 @@ test('workload: a Deployment Recovery puts the init container in the pod templat
   const appDir = path.join(dir, namespace, 'app-data');
   await randomTree(appDir, 'workload');
   const snapshotId = await volumeSnapshot(repo, appDir, '/data');
-  const snapshotTree = await treeOf(appDir);
+  const snapshotTree = await fileContents(appDir);
   // The app's data is lost after the backup: a file changed, one deleted, one the snapshot lacks.
   await writeFile(path.join(appDir, 'index.html'), 'corrupted\n');
   await rm(path.join(appDir, 'nested/random.bin'));
@@ -409,7 +391,7 @@ test('workload: a Deployment Recovery puts the init container in the pod templat
   // First start: the init container restores /data to the snapshot (the junk file removed).
   const first = await runPodContainer(pod, 'stash-recover');
   assert.equal(first.exitCode, 0, `${first.stderr.slice(-4000)}\n${first.stdout.slice(-2000)}`);
-  assert.deepEqual(await treeOf(appDir), snapshotTree);
+  assert.deepEqual(await fileContents(appDir), snapshotTree);
   const r1 = await recoveryFinished(namespace, name);
   assert.equal(r1.status?.phase, 'Succeeded', JSON.stringify(r1.status));
   assert.deepEqual(r1.status?.recoveredHosts?.map((h) => [h.host, h.phase, h.snapshotId, h.generation, h.pod]), [['host-0', 'Succeeded', snapshotId, r1.metadata.generation, pod.metadata?.name]]);
@@ -431,7 +413,7 @@ test('workload: a Deployment Recovery puts the init container in the pod templat
     const run = await runPodContainer(await podWithInit(), 'stash-recover');
     assert.equal(run.exitCode, 0, `${start} start: ${run.stderr.slice(-4000)}`);
     assert.doesNotMatch(run.stdout, /already recovered/);
-    assert.deepEqual(await treeOf(appDir), snapshotTree, `${start} start restores the snapshot`);
+    assert.deepEqual(await fileContents(appDir), snapshotTree, `${start} start restores the snapshot`);
     const r = await recoveryFinished(namespace, name, generation);
     assert.equal(r.status?.phase, 'Succeeded', JSON.stringify(r.status));
     assert.deepEqual(r.status?.recoveredHosts?.map((h) => [h.host, h.phase, h.snapshotId, h.generation]), [['host-0', 'Succeeded', snapshotId, generation]]);

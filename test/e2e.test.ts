@@ -8,9 +8,8 @@
 // directory (a temp dir) instead of GCS, so the snapshots can be restored and compared here.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +33,9 @@ import type { ContainerRun } from './support/kubelet.ts';
 import { startStack } from './support/stack.ts';
 import type { Stack } from './support/stack.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
+import { fileContents } from './support/files.ts';
+import { runCaptured } from './support/run.ts';
+import type { Captured } from './support/run.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -172,31 +174,9 @@ async function quiet(fn: string, namespace: string): Promise<void> {
   }
 }
 
-async function treeOf(root: string): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  async function walk(rel: string): Promise<void> {
-    for (const entry of await readdir(path.join(root, rel), { withFileTypes: true })) {
-      const r = path.join(rel, entry.name);
-      if (entry.isDirectory()) await walk(r);
-      else out.set(r, (await readFile(path.join(root, r))).toString('base64'));
-    }
-  }
-  await walk('');
-  return out;
-}
 
-function runCli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], {
-      env: { ...process.env, STASH_RESTIC: toolPath('restic') }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
-    child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function runCli(args: string[]): Promise<Captured> {
+  return runCaptured(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], { ...process.env, STASH_RESTIC: toolPath('restic') });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -453,8 +433,8 @@ subjects: [{kind: ServiceAccount, name: ci, namespace: ${namespace}}]
   const target = path.join(dir, 'restored-volume');
   const recovered = await runCli(['recover', '--repo', path.join(volume.repoDir, 'repo'), '--password-file', passwordFile, '--snapshot', snapshotId, '--target', target]);
   assert.equal(recovered.code, 0, recovered.stderr);
-  const restored = await treeOf(path.join(target, 'source/data'));
-  const source = await treeOf(volume.dataDir);
+  const restored = await fileContents(path.join(target, 'source/data'));
+  const source = await fileContents(volume.dataDir);
   assert.equal(restored.size, 3);
   assert.deepEqual(restored, source);
 });
