@@ -13,6 +13,9 @@ import { pino } from 'pino';
 import { createFunctionsClient, FunctionsCallError, LeaseLostError, runClaimedRun, sidecarLoop } from '../agent/cluster/index.ts';
 import type { ClaimedRun, FunctionsClient, RunOutcome } from '../agent/cluster/index.ts';
 import { createHandleTriggerServer, optionsFromEnv } from '../functions/handle-trigger/index.ts';
+import { createSweep, scheduledTriggerName } from '../functions/sweep/index.ts';
+import { mustParseSchedule, nextRunAfter } from '../shared/api/index.ts';
+import type { Backup } from '../shared/api/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 
@@ -617,4 +620,104 @@ test('the sidecar loop claims every waiting run of its Backup, one after another
   await loop;
   assert.deepEqual([...done].sort(), waiting.map((t) => t.metadata.name).sort());
   assert.equal((await getStatus('backups', 'app')).phase, 'Ready');
+});
+
+test('a scheduled run: its first event records its tick on the Backup (lastScheduledTime, nextScheduledTime); an older run never moves it back; pruned at once (backupHistoryLimit 0), the tick is not run again', { timeout: 90_000 }, async () => {
+  const schedNs = await freshNamespace(cluster, 'handle-trigger-sched');
+  let clock = new Date();
+  const scheduledServer = await createHandleTriggerServer({
+    // The clock runs up to an hour ahead of the apiserver's (the next @hourly tick): a pending
+    // timeout longer than that keeps the run Pending until the test moves the clock past it.
+    kc: cluster.kc, timing: { leaseDurationSeconds: LEASE_SECONDS, pendingTimeoutSeconds: 7200 },
+    logger: pino({ level: 'silent' }), namespaces: [schedNs], now: () => clock,
+  }).listen(0, { host: '127.0.0.1' });
+  const custom = cluster.kc.makeApiClient(CustomObjectsApi);
+  const backupOf = async () => await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: schedNs, plural: 'backups', name: 'nightly' }) as Backup;
+  const runsOf = async () => (await custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, namespace: schedNs, plural: 'backuptriggers' }) as { items: Trigger[] }).items;
+  const invokeIn = async (name: string) => {
+    const res = await fetch(`${scheduledServer.url}/invoke`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'BackupTrigger', namespace: schedNs, name }) });
+    assert.equal(res.status, 202, await res.text());
+  };
+  const secs = (d: Date): string => `${d.toISOString().slice(0, 19)}Z`;
+  try {
+    // A Deployment with no replicas exists (the run's host-0 waits: Pending), a Repository, the Backup.
+    await applyYaml(cluster, `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: idle}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: idle}}
+  template:
+    metadata: {labels: {app: idle}}
+    spec: {containers: [{name: idle, image: registry.k8s.io/pause:3.10}]}
+---
+apiVersion: stash.appscode.com/v1alpha2
+kind: Repository
+metadata: {name: repo}
+spec: {backend: {rest: {url: "http://rest-server.example:8000/idle"}, storageSecretName: repo-secret}}
+---
+apiVersion: stash.appscode.com/v1alpha2
+kind: Backup
+metadata: {name: nightly}
+spec:
+  schedule: "@hourly"
+  backupAgent: stash-volume-backup
+  repository: {name: repo}
+  targetRef: {apiVersion: apps/v1, kind: Deployment, name: idle}
+  targetDirectories: [/data]
+  backupHistoryLimit: 0
+`, schedNs);
+    const hourly = mustParseSchedule('@hourly');
+    const tick = nextRunAfter(hourly, new Date((await backupOf()).metadata.creationTimestamp as string));
+    const sweepAt = async (at: Date) => createSweep({ kc: cluster.kc, namespaces: [schedNs], now: () => at })(pino({ level: 'silent' }));
+    await sweepAt(new Date(tick.getTime() - 60_000)); // the Backup's first sweep: the Scheduled condition
+    const due = await sweepAt(new Date(tick.getTime() + 15_000));
+    assert.deepEqual([due.created, due.statusWrites], [1, 0], 'the sweep creates the run and writes no status');
+    const runName = scheduledTriggerName('nightly', tick);
+    assert.equal((await backupOf()).status?.lastScheduledTime, undefined);
+
+    // The run's creation event: handle-trigger initialises it and records its tick on the Backup.
+    clock = new Date(tick.getTime() + 16_000);
+    await invokeIn(runName);
+    assert.equal((await runsOf()).find((t) => t.metadata.name === runName)?.status?.phase, 'Pending');
+    let backup = await backupOf();
+    assert.equal(backup.status?.lastScheduledTime, secs(tick));
+    assert.equal(backup.status?.nextScheduledTime, secs(nextRunAfter(hourly, tick)));
+    const recordedVersion = backup.metadata.resourceVersion;
+
+    // Its event again, and an older scheduled run's event: lastScheduledTime stays (no write at all).
+    await invokeIn(runName);
+    const older = new Date(tick.getTime() - 3_600_000);
+    const olderName = scheduledTriggerName('nightly', older);
+    await applyYaml(cluster, `
+apiVersion: stash.appscode.com/v1alpha2
+kind: BackupTrigger
+metadata: {name: ${olderName}}
+spec: {targetBackup: {name: nightly}, origin: Schedule, scheduledTime: "${secs(older)}"}
+`, schedNs);
+    await invokeIn(olderName);
+    backup = await backupOf();
+    assert.equal(backup.status?.lastScheduledTime, secs(tick), 'an older run never moves lastScheduledTime back');
+    assert.equal(backup.metadata.resourceVersion, recordedVersion, 'no Backup status write for a tick already recorded');
+
+    // No agent claims the runs: past the pending timeout they fail, are recorded and (limit 0) pruned at once.
+    clock = new Date(tick.getTime() + 7_300_000);
+    await invokeIn(runName);
+    await invokeIn(olderName);
+    assert.deepEqual(await runsOf(), [], 'both runs pruned');
+    backup = await backupOf();
+    assert.equal(backup.status?.lastRun?.phase, 'Failed');
+    assert.equal(backup.status?.lastScheduledTime, secs(tick));
+
+    // The sweep after the pruning, in the tick's hour: the tick is not run again, nothing to write.
+    for (const at of [tick.getTime() + 701_000, tick.getTime() + 3_000_000]) {
+      const again = await sweepAt(new Date(at));
+      assert.deepEqual([again.created, again.alreadyCreated, again.skipped, again.statusWrites], [0, 0, 0, 0]);
+    }
+    assert.deepEqual(await runsOf(), []);
+  } finally {
+    await scheduledServer.close();
+    await deleteNamespace(cluster, schedNs);
+  }
 });

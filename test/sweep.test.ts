@@ -120,13 +120,23 @@ test('sweep: PingSource and cron-connector calls start one run per due tick, ski
   assert.equal(run1.metadata.labels?.['stash.appscode.com/backup'], 'db');
   const owner = (run1.metadata.ownerReferences as { kind: string; name: string; uid: string; controller: boolean }[])[0];
   assert.deepEqual([owner?.kind, owner?.name, owner?.uid, owner?.controller], ['Backup', 'db', created.metadata.uid, true]);
+  // The run is the record of its tick: the sweep wrote no status (handle-trigger records it).
+  db = await getBackup('db');
+  assert.equal(db.status?.lastScheduledTime, undefined);
+  assert.equal(db.status?.nextScheduledTime, secs(tick1));
+
+  // The same minute again through OpenFaaS's cron-connector: nothing created, nothing written.
+  assert.equal((await sendCron(server)).status, 202);
+  assert.equal((await triggersOf('db')).length, 1);
+  assert.equal((await getBackup('db')).metadata.resourceVersion, db.metadata.resourceVersion, 'no write to the Backup');
+
+  // A minute later, with no handle-trigger running: the sweep records the tick itself.
+  now = new Date(tick1.getTime() + 80_000);
+  assert.equal((await sendPing(server)).status, 202);
+  assert.equal((await triggersOf('db')).length, 1);
   db = await getBackup('db');
   assert.equal(db.status?.lastScheduledTime, secs(tick1));
   assert.equal(db.status?.nextScheduledTime, secs(new Date(tick1.getTime() + 3_600_000)));
-
-  // The same minute again through OpenFaaS's cron-connector: nothing new.
-  assert.equal((await sendCron(server)).status, 202);
-  assert.equal((await triggersOf('db')).length, 1);
 
   // Paused and invalid Backups: no runs, conditions and an Event say why.
   assert.deepEqual(await triggersOf('paused'), []);
@@ -160,8 +170,42 @@ test('sweep: PingSource and cron-connector calls start one run per due tick, ski
   runs = await triggersOf('db');
   assert.deepEqual(runs.map((t) => t.metadata.name).sort(), [scheduledTriggerName('db', tick1), scheduledTriggerName('db', tick7)].sort());
   db = await getBackup('db');
-  assert.equal(db.status?.lastScheduledTime, secs(tick7));
+  assert.equal(db.status?.lastScheduledTime, secs(tick2), 'the new run records tick 7; the status is not written');
   assert.equal(db.status?.lastSkippedTime, secs(tick2));
+  now = new Date(tick7.getTime() + 100_000);
+  assert.equal((await sendCron(server)).status, 202);
+  db = await getBackup('db');
+  assert.equal(db.status?.lastScheduledTime, secs(tick7));
+  assert.equal(db.status?.nextScheduledTime, secs(new Date(tick7.getTime() + 3_600_000)));
+  assert.equal((await triggersOf('db')).length, 2);
+});
+
+test('sweep: pruned history never runs a tick again (the tick is on the Backup before its run can be pruned)', async () => {
+  const server = await startServer(ns);
+  const made = await createBackup(ns, backupBody('pruned', '@hourly', { backupHistoryLimit: 0 }));
+  const tick = nextRunAfter(hourly, new Date(made.metadata.creationTimestamp as string));
+  now = new Date(tick.getTime() - 60_000);
+  assert.equal((await sendPing(server)).status, 202); // the first sweep: the condition
+  now = new Date(tick.getTime() + 15_000);
+  assert.equal((await sendPing(server)).status, 202);
+  const [run] = await triggersOf('pruned');
+  assert.equal(run?.metadata.name, scheduledTriggerName('pruned', tick));
+  // What handle-trigger does: record the tick on the Backup when it sees the run, then (the run
+  // having finished, backupHistoryLimit 0) delete the run.
+  const ref = { apiVersion: `${GROUP}/${VERSION}`, kind: 'Backup', namespace: ns, name: 'pruned' };
+  await patchStatus(cluster.kc, ref, { lastScheduledTime: secs(tick), nextScheduledTime: secs(nextRunAfter(hourly, tick)) }, { fieldManager: 'test' });
+  await cluster.kc.makeApiClient(CustomObjectsApi).deleteNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backuptriggers', namespace: ns, name: run.metadata.name });
+  const version = (await getBackup('pruned')).metadata.resourceVersion;
+  for (const at of [20_000, 90_000, 1_800_000]) {
+    now = new Date(tick.getTime() + at);
+    assert.equal((await sendPing(server)).status, 202);
+    assert.deepEqual(await triggersOf('pruned'), [], `+${at / 1000}s: the pruned tick is not run again`);
+  }
+  assert.equal((await getBackup('pruned')).metadata.resourceVersion, version, 'and nothing was written');
+  // The next tick runs.
+  now = new Date(tick.getTime() + 3_600_000 + 5_000);
+  assert.equal((await sendPing(server)).status, 202);
+  assert.deepEqual((await triggersOf('pruned')).map((t) => t.metadata.name), [scheduledTriggerName('pruned', nextRunAfter(hourly, tick))]);
 });
 
 test('sweep: two sweeps at the same moment start exactly one run per tick', async () => {
@@ -175,6 +219,8 @@ test('sweep: two sweeps at the same moment start exactly one run per tick', asyn
   }
   const every5 = mustParseSchedule('*/5 * * * *');
   let tick = nextRunAfter(every5, createdAt);
+  const firstTick = tick;
+  const versions = new Map<string, string | undefined>();
   const expected = new Map<string, string[]>(names.map((n) => [n, []]));
   for (let round = 0; round < 3; round++) {
     now = new Date(tick.getTime() + 1_000);
@@ -189,7 +235,13 @@ test('sweep: two sweeps at the same moment start exactly one run per tick', asyn
         await patchStatus(cluster.kc, { apiVersion: `${GROUP}/${VERSION}`, kind: 'BackupTrigger', namespace: ns, name: r.metadata.name! }, { phase: 'Succeeded' }, { fieldManager: 'test' });
       }
       const backup = await getBackup(name);
-      assert.equal(backup.status?.lastScheduledTime, secs(tick));
+      // Round 0 is the Backups' first sweep: the condition is written (with the tick, by the sweep
+      // whose plan was create; a sweep that saw the run first writes the condition alone). Later
+      // rounds write nothing: each run is the record of its tick (no handle-trigger here).
+      assert.equal(backup.status?.conditions?.find((c) => c.type === 'Scheduled')?.status, 'True');
+      assert.ok([undefined, secs(firstTick)].includes(backup.status?.lastScheduledTime), `round ${round}, ${name}: ${backup.status?.lastScheduledTime}`);
+      if (round > 0) assert.equal(backup.metadata.resourceVersion, versions.get(name), `round ${round}, ${name}: no status write`);
+      versions.set(name, backup.metadata.resourceVersion as string | undefined);
       assert.equal(backup.status?.lastSkippedTime, undefined, 'concurrent sweeps do not mistake their own run for an overlap');
     }
     tick = nextRunAfter(every5, tick);
@@ -267,20 +319,30 @@ test('sweep: 1,000 Backups (timing reported, not asserted)', async () => {
     now = new Date(tick.getTime() - 30_000);
     const idle = await sweep(quiet); // nothing due, nothing to write
     now = new Date(tick.getTime() + 10_000);
-    const due = await sweep(quiet); // 1,000 runs start
+    const due = await sweep(quiet); // 1,000 runs start: 1,000 creates, no status write
+    now = new Date(tick.getTime() + 20_000);
+    const again = await sweep(quiet); // the same minute: the runs are the record, nothing to do
     now = new Date(tick.getTime() + 70_000);
+    const converge = await sweep(quiet); // no handle-trigger here: the sweep records the ticks itself
+    now = new Date(tick.getTime() + 130_000);
     const after = await sweep(quiet); // all recorded: nothing to write
 
     assert.equal(first.backups, 1000);
     assert.equal(first.statusWrites, 1000);
     assert.equal(idle.statusWrites, 0);
     assert.equal(due.created, 1000);
+    assert.equal(due.statusWrites, 0);
     assert.equal(due.failed, 0);
+    assert.equal(again.created + again.alreadyCreated + again.skipped + again.statusWrites, 0);
+    assert.equal(converge.created + converge.skipped, 0);
+    assert.equal(converge.statusWrites, 1000);
+    assert.equal(converge.failed, 0);
     assert.equal(after.created + after.skipped + after.statusWrites, 0);
     const list = await api.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backuptriggers', namespace: bigNs }) as { items: unknown[] };
     assert.equal(list.items.length, 1000);
     console.log(`# 1,000 Backups: created in ${createMs} ms; sweep (first status writes) ${first.totalMs} ms (lists ${first.listMs} ms); ` +
-      `idle sweep ${idle.totalMs} ms (lists ${idle.listMs} ms); sweep starting 1,000 runs ${due.totalMs} ms; sweep after ${after.totalMs} ms`);
+      `idle sweep ${idle.totalMs} ms (lists ${idle.listMs} ms); sweep starting 1,000 runs ${due.totalMs} ms; same minute ${again.totalMs} ms; ` +
+      `sweep recording 1,000 ticks ${converge.totalMs} ms; sweep after ${after.totalMs} ms`);
   } finally {
     await deleteNamespace(cluster, bigNs);
   }

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import {
   API_VERSION, APPCATALOG_API_VERSION, backup as backupSchema, backupTrigger as triggerSchema, GROUP, repository as repositorySchema,
 } from '../../shared/api/index.ts';
-import type { Backup, BackupTrigger, BackupTriggerStatus, Repository } from '../../shared/api/index.ts';
+import type { Backup, BackupStatus, BackupTrigger, BackupTriggerStatus, Repository } from '../../shared/api/index.ts';
 import {
   AlreadyExistsError, ConflictError, createObject, deleteObject, emitEvent, getObject, kubeRequest, kubeTime, listObjects, mergePatch, microTime,
   patchStatus, replaceObject, resourcePath,
@@ -15,7 +15,7 @@ import type { AgentIdentity, PodObject } from './auth.ts';
 import { chainReaches, HttpError, jobRun, ownerChain, podHost, podNode } from './auth.ts';
 import {
   backupPhaseWhileRunning, backupStatusAfterRun, claimableRun, claimHost, CONDITION_RECORDED, expectedHosts, initialStatus, invalidStatus, isFinished,
-  leaseDecision, leaseName, nextRunStatus, renewDecision, reportHost, runEvent, setCondition, triggersToPrune,
+  leaseDecision, leaseName, nextRunStatus, renewDecision, reportHost, runEvent, scheduleStatusAfterRun, setCondition, triggersToPrune,
 } from './plan.ts';
 import type { LeaseView, RunTiming, TargetFacts } from './plan.ts';
 import type { ClaimedRun, ClaimRequest, RenewAnswer, RenewRequest, ReportAnswer, ReportRequest } from '../../shared/agent-protocol.ts';
@@ -188,19 +188,43 @@ async function ensureOwner(cfg: HandlerConfig, trigger: StoredTrigger, backup: S
   return parseTrigger(cfg, patched) ?? trigger;
 }
 
-/** Records a finished run on its Backup (status, condition, Event) once, then marks it Recorded. */
-async function recordOnBackup(cfg: HandlerConfig, trigger: StoredTrigger, backup: StoredBackup): Promise<StoredTrigger> {
-  if (trigger.status?.conditions?.some((c) => c.type === CONDITION_RECORDED && c.status === 'True')) return trigger;
-  const ns = backup.metadata.namespace;
+/**
+ * Merge-patches the Backup's status with what `compute` derives from it (nothing when it returns
+ * undefined), guarded by the resourceVersion it was derived from; on a conflict it re-reads the
+ * Backup and derives again. The first attempt uses `known` when given (no read).
+ */
+async function patchBackupStatus(cfg: HandlerConfig, namespace: string, name: string, known: StoredBackup | undefined,
+  compute: (backup: StoredBackup) => Partial<BackupStatus> | undefined): Promise<void> {
+  let cached = known;
   await retryOnConflict(async () => {
-    const current = await readBackup(cfg, ns, backup.metadata.name);
+    const current = cached ?? await readBackup(cfg, namespace, name);
+    cached = undefined; // a retry reads the Backup again
     if (current === undefined) return;
-    const patch = backupStatusAfterRun(current, trigger, now(cfg));
+    const patch = compute(current);
     if (patch === undefined) return;
-    await patchStatus(cfg.kc, backupRef(ns, current.metadata.name), patch as Record<string, unknown>, {
+    await patchStatus(cfg.kc, backupRef(namespace, current.metadata.name), patch as Record<string, unknown>, {
       fieldManager: FIELD_MANAGER, ...(current.metadata.resourceVersion ? { resourceVersion: current.metadata.resourceVersion } : {}),
     });
   });
+}
+
+/** Both patches in one (undefined when both are). */
+function mergeStatus(a: Partial<BackupStatus> | undefined, b: Partial<BackupStatus> | undefined): Partial<BackupStatus> | undefined {
+  return a === undefined ? b : b === undefined ? a : { ...a, ...b };
+}
+
+/**
+ * Records a finished run on its Backup (status, condition, Event) once, then marks it Recorded.
+ * A scheduled run's tick (scheduleStatusAfterRun) goes into the same status write.
+ */
+async function recordOnBackup(cfg: HandlerConfig, trigger: StoredTrigger, backup: StoredBackup): Promise<StoredTrigger> {
+  const ns = backup.metadata.namespace;
+  if (trigger.status?.conditions?.some((c) => c.type === CONDITION_RECORDED && c.status === 'True')) {
+    await patchBackupStatus(cfg, ns, backup.metadata.name, backup, (current) => scheduleStatusAfterRun(current, trigger, now(cfg)));
+    return trigger;
+  }
+  await patchBackupStatus(cfg, ns, backup.metadata.name, undefined,
+    (current) => mergeStatus(backupStatusAfterRun(current, trigger, now(cfg)), scheduleStatusAfterRun(current, trigger, now(cfg))));
   const e = runEvent(trigger);
   await event(cfg, { ...backupRef(ns, backup.metadata.name), ...(backup.metadata.uid ? { uid: backup.metadata.uid } : {}) }, e, 'Backup',
     { ...triggerRef(ns, trigger.metadata.name), ...(trigger.metadata.uid ? { uid: trigger.metadata.uid } : {}) });
@@ -273,13 +297,14 @@ async function reconcileOnce(cfg: HandlerConfig, namespace: string, name: string
       trigger = await writeTriggerStatus(cfg, trigger, next);
       if (isFinished(next.phase)) log.info({ phase: next.phase, error: next.error }, 'run finished');
     }
-    if (trigger.status?.phase === 'Running') {
-      const patch = backupPhaseWhileRunning(backup);
-      if (patch) {
-        await patchStatus(cfg.kc, backupRef(namespace, backupName), patch as Record<string, unknown>, {
-          fieldManager: FIELD_MANAGER, ...(backup.metadata.resourceVersion ? { resourceVersion: backup.metadata.resourceVersion } : {}),
-        }).catch((error: unknown) => { if (!(error instanceof ConflictError)) throw error; });
-      }
+    if (!isFinished(trigger.status?.phase)) {
+      // The Backup while the run goes: phase Running, and a scheduled run's tick (lastScheduledTime,
+      // nextScheduledTime: the sweep did not write them), in one write, before the run can finish
+      // and be pruned. A finished run records both in recordOnBackup below.
+      const running = trigger.status?.phase === 'Running';
+      const current = trigger;
+      await patchBackupStatus(cfg, namespace, backupName, backup,
+        (b) => mergeStatus(running ? backupPhaseWhileRunning(b) : undefined, scheduleStatusAfterRun(b, current, now(cfg))));
     }
   }
 

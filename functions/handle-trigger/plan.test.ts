@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import type { Backup, BackupTrigger, HostRun } from '../../shared/api/index.ts';
 import {
   aggregate, backupStatusAfterRun, claimableRun, claimHost, CONDITION_RECORDED, expectedHosts, expireHosts, initialStatus, leaseDecision, leaseLive,
-  leaseName, nextRunStatus, renewDecision, reportHost, runEvent, triggersToPrune,
+  leaseName, nextRunStatus, renewDecision, reportHost, runEvent, scheduleStatusAfterRun, triggersToPrune,
 } from './plan.ts';
 import type { LeaseView, TargetFacts } from './plan.ts';
 
@@ -236,4 +236,34 @@ test('triggersToPrune: finished and recorded runs beyond the limit, oldest first
   assert.deepEqual(triggersToPrune(triggers, 2), ['r1', 'r2', 'r3']);
   assert.deepEqual(triggersToPrune(triggers, undefined), [], 'default limit 5 keeps all five');
   assert.deepEqual(triggersToPrune(triggers, 0), ['r1', 'r2', 'r3', 'r4', 'r5']);
+});
+
+test('scheduleStatusAfterRun: a scheduled run records its tick and the next one on the Backup, never moving lastScheduledTime back', () => {
+  const scheduledRun = (tick: string, origin: 'Schedule' | 'Manual' = 'Schedule'): BackupTrigger => ({
+    ...trigger(`app-${Date.parse(tick) / 1000}`), spec: { targetBackup: { name: 'app' }, origin, scheduledTime: tick },
+  });
+  const run11 = scheduledRun('2026-11-25T11:00:00Z');
+  // No lastScheduledTime yet, or an older one: both fields, next after the tick (or after now when later).
+  assert.deepEqual(scheduleStatusAfterRun(backupWith(), run11, new Date('2026-11-25T11:00:20Z')),
+    { lastScheduledTime: '2026-11-25T11:00:00Z', nextScheduledTime: '2026-11-25T12:00:00Z' });
+  assert.deepEqual(scheduleStatusAfterRun(backupWith({ lastScheduledTime: '2026-11-25T10:00:00Z', nextScheduledTime: '2026-11-25T11:00:00Z' }), run11, new Date('2026-11-25T11:00:20Z')),
+    { lastScheduledTime: '2026-11-25T11:00:00Z', nextScheduledTime: '2026-11-25T12:00:00Z' });
+  // Seen late (handle-trigger was down until 12:10): next is after now, not a tick already past.
+  assert.deepEqual(scheduleStatusAfterRun(backupWith({ lastScheduledTime: '2026-11-25T10:00:00Z' }), run11, new Date('2026-11-25T12:10:00Z')),
+    { lastScheduledTime: '2026-11-25T11:00:00Z', nextScheduledTime: '2026-11-25T13:00:00Z' });
+  // The same tick, or a newer one recorded (a later run, a skipped tick): nothing to write.
+  assert.equal(scheduleStatusAfterRun(backupWith({ lastScheduledTime: '2026-11-25T11:00:00Z' }), run11, new Date('2026-11-25T11:00:20Z')), undefined);
+  assert.equal(scheduleStatusAfterRun(backupWith({ lastScheduledTime: '2026-11-25T12:00:00Z' }), run11, new Date('2026-11-25T12:30:00Z')), undefined, 'an older run never moves it back');
+  // Not a scheduled run: nothing.
+  assert.equal(scheduleStatusAfterRun(backupWith(), trigger('manual'), new Date('2026-11-25T11:00:20Z')), undefined);
+  assert.equal(scheduleStatusAfterRun(backupWith(), scheduledRun('2026-11-25T11:00:00Z', 'Manual'), new Date('2026-11-25T11:00:20Z')), undefined);
+  // A time zone: the next 03:00 Europe/Berlin.
+  const berlin = { ...backupWith(), spec: { ...backupWith().spec, schedule: '0 3 * * *', timezone: 'Europe/Berlin' } };
+  assert.deepEqual(scheduleStatusAfterRun(berlin, scheduledRun('2026-11-25T02:00:00Z'), new Date('2026-11-25T02:00:20Z')),
+    { lastScheduledTime: '2026-11-25T02:00:00Z', nextScheduledTime: '2026-11-26T02:00:00Z' });
+  // Paused, or a schedule that does not parse: the tick is still recorded (the run exists), no next tick.
+  const paused = { ...backupWith(), spec: { ...backupWith().spec, paused: true } };
+  assert.deepEqual(scheduleStatusAfterRun(paused, run11, new Date('2026-11-25T11:00:20Z')), { lastScheduledTime: '2026-11-25T11:00:00Z' });
+  const invalid = { ...backupWith(), spec: { ...backupWith().spec, schedule: '@every 30s' } };
+  assert.deepEqual(scheduleStatusAfterRun(invalid, run11, new Date('2026-11-25T11:00:20Z')), { lastScheduledTime: '2026-11-25T11:00:00Z' });
 });

@@ -1,6 +1,8 @@
 // handle-trigger, the pure part: which hosts a run expects, how a run's status moves (claimed,
-// timed out, finished), what the Backup's status and Event say about a finished run, which old
-// runs to prune, and what a Lease allows. No I/O: handler.ts reads the objects and applies these.
+// timed out, finished), what the Backup's status and Event say about a run (its scheduled tick,
+// its outcome), which old runs to prune, and what a Lease allows. No I/O: handler.ts reads the
+// objects and applies these.
+import { nextRunAfter, parseSchedule } from '../../shared/api/index.ts';
 import type { Backup, BackupStatus, BackupTrigger, BackupTriggerStatus, Condition, HostRun, RunPhase } from '../../shared/api/index.ts';
 import { kubeTime, setCondition as setKubeCondition } from '../../shared/kube/index.ts';
 import type { Condition as KubeCondition, ConditionInput } from '../../shared/kube/index.ts';
@@ -373,6 +375,27 @@ export function backupStatusAfterRun(backup: Backup, trigger: BackupTrigger, now
   patch.conditions = setCondition(current.conditions, {
     type: CONDITION_LAST_RUN, status: s.phase === 'Succeeded' ? 'True' : 'False', reason: event.reason, message: event.message,
   }, now);
+  return patch;
+}
+
+/**
+ * The schedule fields a scheduled run sets on its Backup: lastScheduledTime = the run's tick and
+ * nextScheduledTime = the schedule's next tick after max(tick, now); undefined when the run is not
+ * a scheduled one or the Backup already records this tick or a later one (never goes back). The
+ * sweep writes no status when it creates the run: this is what records the tick on the Backup, and
+ * it must happen before the run can be pruned. A paused Backup or one whose schedule does not
+ * parse gets lastScheduledTime only (the sweep keeps nextScheduledTime unset for those).
+ */
+export function scheduleStatusAfterRun(backup: Backup, trigger: BackupTrigger, now: Date): Pick<BackupStatus, 'lastScheduledTime' | 'nextScheduledTime'> | undefined {
+  if (trigger.spec.origin !== 'Schedule' || trigger.spec.scheduledTime === undefined) return undefined;
+  const tick = Date.parse(trigger.spec.scheduledTime);
+  if (!Number.isFinite(tick)) return undefined;
+  const stored = backup.status?.lastScheduledTime === undefined ? NaN : Date.parse(backup.status.lastScheduledTime);
+  if (stored >= tick) return undefined;
+  const patch: Pick<BackupStatus, 'lastScheduledTime' | 'nextScheduledTime'> = { lastScheduledTime: kubeTime(new Date(tick)) };
+  if (backup.spec.paused === true) return patch;
+  const parsed = parseSchedule(backup.spec.schedule ?? '', backup.spec.timezone);
+  if (parsed.ok) patch.nextScheduledTime = kubeTime(nextRunAfter(parsed.schedule, new Date(Math.max(tick, now.getTime()))));
   return patch;
 }
 

@@ -1,7 +1,9 @@
 // The sweep's I/O: one list of Backups and one of BackupTriggers across all namespaces (or one of
 // each per served namespace), the plan,
-// then the writes with bounded concurrency. Every write is idempotent: a second sweep for the same
-// tick gets AlreadyExists on the trigger and writes the same status.
+// then the writes with bounded concurrency. A due run costs one write, its BackupTrigger (which
+// records the tick; handle-trigger copies it to the Backup's lastScheduledTime). Every write is
+// idempotent: a second sweep for the same tick gets AlreadyExists on the trigger, or sees the run
+// in its list and writes nothing.
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { API_VERSION } from '../../shared/api/index.ts';
@@ -43,7 +45,7 @@ export interface SweepSummary {
   created: number;
   /** Create answered AlreadyExists: another sweep created the run. */
   alreadyCreated: number;
-  /** The run for the tick existed when listed (recorded only). */
+  /** A BackupTrigger of the Backup already had the tick's name without being its scheduled run: the tick was recorded only. */
   recorded: number;
   skipped: number;
   paused: number;
@@ -90,8 +92,10 @@ export function createSweep(options: SweepOptions): (log: Logger) => Promise<Swe
   async function writeStatus(plan: BackupPlan): Promise<boolean> {
     if (plan.status === undefined) return false;
     const ref = { apiVersion: API_VERSION, kind: 'Backup', namespace: plan.namespace, name: plan.name };
-    // conditions is a whole list: guard it with the resourceVersion the plan was computed from.
-    const resourceVersion = plan.status.conditions !== undefined ? plan.backup.metadata.resourceVersion as string | undefined : undefined;
+    // conditions is a whole list, and lastScheduledTime must never go back (handle-trigger writes
+    // it too): guard them with the resourceVersion the plan was computed from; a conflict replans.
+    const guarded = plan.status.conditions !== undefined || plan.status.lastScheduledTime !== undefined;
+    const resourceVersion = guarded ? plan.backup.metadata.resourceVersion as string | undefined : undefined;
     await patchStatus(kc, ref, plan.status as Record<string, unknown>, { fieldManager: FIELD_MANAGER, ...(resourceVersion ? { resourceVersion } : {}) });
     return true;
   }

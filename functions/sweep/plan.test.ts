@@ -3,9 +3,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Backup, BackupTrigger, RunPhase } from '../../shared/api/index.ts';
 import { backupTrigger, DNS_SUBDOMAIN_PATTERN, mustParseSchedule } from '../../shared/api/index.ts';
+import { kubeTime } from '../../shared/kube/index.ts';
 import type { Condition } from '../../shared/kube/index.ts';
 import { BACKUP_LABEL, latestTickAtOrBefore, nameLabelValue, planSchedules, SCHEDULE_CONDITION, scheduledTriggerName } from './plan.ts';
 import type { BackupPlan } from './plan.ts';
+import { scheduleStatusAfterRun } from '../handle-trigger/plan.ts';
 
 interface BackupInput {
   name?: string;
@@ -52,7 +54,9 @@ function run(name: string, backupName: string, phase: RunPhase | undefined, name
   };
 }
 
-const scheduled = (since: string): Condition => ({ type: SCHEDULE_CONDITION, status: 'True', reason: 'Scheduled', message: 'x', lastTransitionTime: since, observedGeneration: 3 });
+const scheduled = (since: string, message = 'x'): Condition => ({ type: SCHEDULE_CONDITION, status: 'True', reason: 'Scheduled', message, lastTransitionTime: since, observedGeneration: 3 });
+/** The Scheduled condition as the sweep writes it for @hourly: a sweep finds nothing to change in it. */
+const hourlyScheduled = scheduled('2026-11-20T00:00:30Z', 'schedule "@hourly" (UTC) is valid');
 const unix = (iso: string): number => Date.parse(iso) / 1000;
 
 interface Expect {
@@ -183,11 +187,18 @@ const cases: Case[] = [
     expect: { action: 'create', tick: '2026-11-25T11:00:00Z' },
   },
   {
-    name: 'the run for this tick exists (a sweep created it and stopped): recorded, not skipped',
+    name: 'the run for this tick exists, the status does not say so yet: the run is the record (wait, not skip, not a second run)',
     backup: { schedule: '@hourly', created: '2026-11-20T00:00:00Z', lastScheduled: '2026-11-25T10:00:00Z', conditions: [scheduled('2026-11-20T00:00:30Z')] },
     runs: [run(`db-${unix('2026-11-25T11:00:00Z')}`, 'db', 'Running', 'demo', '2026-11-25T11:00:00Z')],
     now: '2026-11-25T11:00:50Z',
-    expect: { action: 'recorded', tick: '2026-11-25T11:00:00Z' },
+    expect: { action: 'wait', next: '2026-11-25T12:00:00Z' },
+  },
+  {
+    name: 'a BackupTrigger made by hand with this tick\'s name (not a scheduled run): the tick is recorded, nothing created',
+    backup: { schedule: '@hourly', created: '2026-11-20T00:00:00Z', lastScheduled: '2026-11-25T10:00:00Z', conditions: [scheduled('2026-11-20T00:00:30Z')] },
+    runs: [run(`db-${unix('2026-11-25T11:00:00Z')}`, 'db', 'Succeeded')],
+    now: '2026-11-25T11:00:50Z',
+    expect: { action: 'recorded', tick: '2026-11-25T11:00:00Z', next: '2026-11-25T12:00:00Z' },
   },
   {
     name: 'invalid: @every 30s is below the 1m minimum',
@@ -224,9 +235,15 @@ for (const c of cases) {
     if (c.expect.tick !== undefined) {
       assert.ok('tick' in plan);
       assert.equal(plan.tick.toISOString(), new Date(c.expect.tick).toISOString());
-      assert.equal(plan.status?.lastScheduledTime, c.expect.tick);
+      // A new run is the record of its tick: the status is written only with a condition change.
+      if (plan.action === 'create' && plan.condition === undefined) assert.equal(plan.status, undefined);
+      else assert.equal(plan.status?.lastScheduledTime, c.expect.tick);
     }
-    if (c.expect.next !== undefined) assert.equal(plan.status?.nextScheduledTime ?? c.backup.nextScheduled, c.expect.next);
+    if (c.expect.next !== undefined) {
+      assert.ok('next' in plan);
+      assert.equal(kubeTime(plan.next), c.expect.next);
+      if (plan.status?.nextScheduledTime !== undefined) assert.equal(plan.status.nextScheduledTime, c.expect.next);
+    }
     if (c.expect.lastSkipped !== undefined) assert.equal(plan.status?.lastSkippedTime, c.expect.lastSkipped);
     else assert.equal(plan.status?.lastSkippedTime, undefined);
     if (c.expect.condition !== undefined) {
@@ -269,6 +286,95 @@ test('planSchedules: nothing to write when status already says it all', () => {
   const [plan] = planSchedules([b], [], new Date('2026-11-25T11:30:00Z'));
   assert.equal(plan?.action, 'wait');
   assert.equal(plan?.status, undefined);
+});
+
+test('planSchedules: a due run costs one write, its BackupTrigger: no status patch while the condition stands', () => {
+  const b = backup({ schedule: '@hourly', created: '2026-11-20T00:00:00Z', lastScheduled: '2026-11-25T10:00:00Z', nextScheduled: '2026-11-25T11:00:00Z', conditions: [hourlyScheduled] });
+  const [plan] = planSchedules([b], [], new Date('2026-11-25T11:00:20Z'));
+  assert.equal(plan?.action, 'create');
+  assert.equal(plan?.condition, undefined);
+  assert.equal(plan?.status, undefined);
+});
+
+test('planSchedules: a Backup\'s first sweep that also starts a run writes the condition, with the tick in the same write', () => {
+  const b = backup({ schedule: '@hourly', created: '2026-11-25T10:30:00Z' });
+  const [plan] = planSchedules([b], [], new Date('2026-11-25T11:00:20Z'));
+  assert.equal(plan?.action, 'create');
+  assert.deepEqual(plan?.status && { ...plan.status, conditions: plan.status.conditions?.map((c) => c.type) },
+    { conditions: [SCHEDULE_CONDITION], lastScheduledTime: '2026-11-25T11:00:00Z', nextScheduledTime: '2026-11-25T12:00:00Z' });
+});
+
+test('planSchedules: after the run is created, sweeps of the same minute create nothing and write nothing; the next minute records the tick if handle-trigger did not', () => {
+  const b = backup({ schedule: '@hourly', created: '2026-11-20T00:00:00Z', lastScheduled: '2026-11-25T10:00:00Z', nextScheduled: '2026-11-25T11:00:00Z', conditions: [hourlyScheduled] });
+  const [due] = planSchedules([b], [], new Date('2026-11-25T11:00:20Z'));
+  assert.ok(due?.action === 'create');
+  const runs = [due.trigger];
+  for (const at of ['2026-11-25T11:00:20Z', '2026-11-25T11:00:59Z']) {
+    const [again] = planSchedules([b], runs, new Date(at));
+    assert.equal(again?.action, 'wait', at);
+    assert.equal(again?.status, undefined, `${at}: nothing to write (handle-trigger records the tick)`);
+  }
+  // handle-trigger did not record it: a minute after the tick the sweep records it itself.
+  runs[0] = { ...due.trigger, status: { phase: 'Running' } };
+  const [later] = planSchedules([b], runs, new Date('2026-11-25T11:01:00Z'));
+  assert.equal(later?.action, 'wait');
+  assert.deepEqual(later?.status, { lastScheduledTime: '2026-11-25T11:00:00Z', nextScheduledTime: '2026-11-25T12:00:00Z' });
+  // Once handle-trigger (or that sweep) recorded it: nothing to write.
+  const recordedBackup = backup({ schedule: '@hourly', created: '2026-11-20T00:00:00Z', lastScheduled: '2026-11-25T11:00:00Z', nextScheduled: '2026-11-25T12:00:00Z', conditions: [hourlyScheduled] });
+  const [settled] = planSchedules([recordedBackup], runs, new Date('2026-11-25T11:05:00Z'));
+  assert.equal(settled?.action, 'wait');
+  assert.equal(settled?.status, undefined);
+});
+
+test('planSchedules: a scheduled run counts as the handled tick even when lastScheduledTime is older or missing; older runs never pull the anchor back', () => {
+  const noStatus = backup({ schedule: '@hourly', created: '2026-11-25T09:30:00Z', conditions: [hourlyScheduled] });
+  const runs = [
+    run(`db-${unix('2026-11-25T10:00:00Z')}`, 'db', 'Succeeded', 'demo', '2026-11-25T10:00:00Z'),
+    run(`db-${unix('2026-11-25T11:00:00Z')}`, 'db', 'Succeeded', 'demo', '2026-11-25T11:00:00Z'),
+  ];
+  assert.equal(planSchedules([noStatus], runs, new Date('2026-11-25T11:30:00Z'))[0]?.action, 'wait');
+  const [nextTick] = planSchedules([noStatus], runs, new Date('2026-11-25T12:00:10Z'));
+  assert.equal(nextTick?.action, 'create');
+  assert.equal(nextTick && 'tick' in nextTick ? nextTick.tick.toISOString() : '', '2026-11-25T12:00:00.000Z');
+  // lastScheduledTime newer than every run left (history pruned): it is the anchor.
+  const newer = backup({ schedule: '@hourly', created: '2026-11-20T00:00:00Z', lastScheduled: '2026-11-25T12:00:00Z', nextScheduled: '2026-11-25T13:00:00Z', conditions: [hourlyScheduled] });
+  const [plan] = planSchedules([newer], runs, new Date('2026-11-25T12:30:00Z'));
+  assert.equal(plan?.action, 'wait');
+  assert.equal(plan?.status, undefined, 'an older run never moves lastScheduledTime back');
+  // A Manual run with a scheduledTime is no scheduled run: it does not count as the tick's run.
+  const manual: BackupTrigger = { ...run('db-manual', 'db', 'Succeeded'), spec: { targetBackup: { name: 'db' }, origin: 'Manual', scheduledTime: '2026-11-25T12:00:00Z' } };
+  const [withManual] = planSchedules([backup({ schedule: '@hourly', created: '2026-11-20T00:00:00Z', lastScheduled: '2026-11-25T11:00:00Z', conditions: [hourlyScheduled] })], [manual], new Date('2026-11-25T12:00:10Z'));
+  assert.equal(withManual?.action, 'create');
+});
+
+test('planSchedules with handle-trigger and backupHistoryLimit 0: every run is pruned as soon as it ends, and no tick ever runs twice', () => {
+  // Three hours of a */15 schedule, a sweep every 30 s; each run is seen by handle-trigger (which
+  // records its tick on the Backup: scheduleStatusAfterRun) when created, and finishes and is
+  // pruned within 20 s: before any sweep could record its tick itself.
+  let b = backup({ schedule: '*/15 * * * *', created: '2026-11-25T10:05:00Z' });
+  let runs: BackupTrigger[] = [];
+  const started: string[] = [];
+  const apply = (patch: object | undefined): void => {
+    if (patch) b = { ...b, status: { ...b.status, ...patch } };
+    if (b.status?.nextScheduledTime === null) delete b.status.nextScheduledTime;
+  };
+  for (let second = 0; second <= 3 * 3600; second += 30) {
+    const now = new Date(Date.parse('2026-11-25T10:05:10Z') + second * 1000);
+    runs = runs.filter((r) => now.getTime() < Date.parse(r.spec.scheduledTime ?? '') + 20_000);
+    const [plan] = planSchedules([b], runs, now);
+    assert.ok(plan);
+    apply(plan.status);
+    if (plan.action === 'create') {
+      runs.push(plan.trigger);
+      started.push(plan.tick.toISOString());
+      apply(scheduleStatusAfterRun(b, plan.trigger, now));
+    }
+    assert.ok(plan.action === 'create' || plan.action === 'wait', `${now.toISOString()}: ${plan.action}`);
+  }
+  const expected = Array.from({ length: 12 }, (_, i) => new Date(Date.parse('2026-11-25T10:15:00Z') + i * 15 * 60_000).toISOString());
+  assert.deepEqual(started, expected);
+  assert.equal(b.status?.lastScheduledTime, '2026-11-25T13:00:00Z');
+  assert.equal(b.status?.nextScheduledTime, '2026-11-25T13:15:00Z');
 });
 
 test('planSchedules: a sweep over time starts one run per tick and skips while a run is active', () => {

@@ -76,9 +76,9 @@ export type BackupPlan =
   /** The Backup is being deleted (a finalizer holds it): no new runs. */
   | (PlanBase & { action: 'deleting' })
   | (PlanBase & { action: 'wait'; next: Date })
-  /** Create `trigger`; AlreadyExists means another sweep created it: fine. */
+  /** Create `trigger`; AlreadyExists means another sweep created it: fine. The run records its tick: no status write unless the condition changes. */
   | (PlanBase & { action: 'create'; tick: Date; next: Date; trigger: BackupTrigger })
-  /** The run for this tick exists already (a sweep created it but did not record it). */
+  /** A BackupTrigger of this Backup has the tick's name but is not its scheduled run (made by hand): record the tick. */
   | (PlanBase & { action: 'recorded'; tick: Date; next: Date; existing: string })
   /** A previous run is still Pending/Running: record the skipped tick. */
   | (PlanBase & { action: 'skip'; tick: Date; next: Date; running: string[] });
@@ -162,6 +162,34 @@ export function scheduledTrigger(backup: Backup, tick: Date): BackupTrigger {
   };
 }
 
+/**
+ * How long after a scheduled run's tick the sweep leaves recording it in the Backup's status to
+ * handle-trigger. Sweeps come once a minute: the ones of the tick's minute write nothing, the next
+ * one records the tick if handle-trigger has not.
+ */
+export const STATUS_GRACE_MS = 60_000;
+
+/** The newest spec.scheduledTime among `runs` made by the schedule (epoch ms), if any. */
+export function newestScheduledTick(runs: readonly BackupTrigger[]): number | undefined {
+  let newest: number | undefined;
+  for (const t of runs) {
+    if (t.spec.origin !== 'Schedule' || t.spec.scheduledTime === undefined) continue;
+    const at = Date.parse(t.spec.scheduledTime);
+    if (Number.isFinite(at)) newest = maxDefined(newest, at);
+  }
+  return newest;
+}
+
+function maxDefined(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined || !Number.isFinite(a)) return b;
+  if (b === undefined || !Number.isFinite(b)) return a;
+  return Math.max(a, b);
+}
+
+function patchOrUndefined(patch: ScheduleStatusPatch): ScheduleStatusPatch | undefined {
+  return Object.keys(patch).length > 0 ? patch : undefined;
+}
+
 function planOne(backup: Backup, runs: readonly BackupTrigger[], now: Date): BackupPlan {
   const namespace = backup.metadata.namespace ?? 'default';
   const name = backup.metadata.name ?? '';
@@ -200,43 +228,57 @@ function planOne(backup: Backup, runs: readonly BackupTrigger[], now: Date): Bac
   const { condition, conditions } = conditionPatch(backup, withGeneration({
     type: SCHEDULE_CONDITION, status: 'True', reason: 'Scheduled', message: `schedule "${schedule.text}" (${zone}) is valid`,
   }), now);
-  const patch: ScheduleStatusPatch = {};
-  if (conditions) patch.conditions = conditions;
-  if (status.nextScheduledTime === undefined || Date.parse(status.nextScheduledTime) !== next.getTime()) patch.nextScheduledTime = kubeTime(next);
+  const base = { namespace, name, backup, condition };
 
-  // The anchor: the last tick already handled, else the Backup's creation (a Backup created at
-  // 10:30 with @hourly first runs at 11:00, not at once).
-  // Scheduling (re)starts when the condition turns True: not on a tick missed while paused or
-  // while the schedule was invalid.
+  // The last tick already handled: the newer of status.lastScheduledTime and the newest scheduled
+  // run. The run is the durable record of its tick (the sweep writes no status when it creates
+  // one); handle-trigger copies its tick to lastScheduledTime before the run can be pruned.
+  const recordedTick = status.lastScheduledTime === undefined ? undefined : Date.parse(status.lastScheduledTime);
+  const runTick = newestScheduledTick(runs);
+  const handledTick = maxDefined(recordedTick, runTick);
+  // The anchor: the last tick handled, else the Backup's creation (a Backup created at 10:30 with
+  // @hourly first runs at 11:00, not at once). Scheduling (re)starts when the condition turns
+  // True: not on a tick missed while paused or while the schedule was invalid.
   const anchorText = status.lastScheduledTime ?? (backup.metadata.creationTimestamp as string | undefined);
   let anchor = anchorText === undefined ? now.getTime() : Date.parse(anchorText);
+  if (runTick !== undefined) anchor = Math.max(anchor, runTick);
   if (previous !== undefined) {
     const since = previous.status === 'True' ? Date.parse(previous.lastTransitionTime) : now.getTime();
     if (Number.isFinite(since)) anchor = Math.max(anchor, since);
   }
   const tick = latestTickAtOrBefore(schedule, now);
-  const base = { namespace, name, backup, condition };
+
   if (!(tick.getTime() > anchor)) {
-    return { action: 'wait', next, ...base, status: Object.keys(patch).length > 0 ? patch : undefined };
+    const patch: ScheduleStatusPatch = {};
+    if (conditions) patch.conditions = conditions;
+    const unrecorded = runTick !== undefined && !(recordedTick !== undefined && recordedTick >= runTick);
+    // A run newer than lastScheduledTime: handle-trigger records its tick when it sees the run;
+    // within STATUS_GRACE_MS of the tick the sweep leaves that to it (a second sweep of the same
+    // minute writes nothing), after it the sweep records the tick itself.
+    if (unrecorded && now.getTime() < runTick + STATUS_GRACE_MS) return { action: 'wait', next, ...base, status: patchOrUndefined(patch) };
+    if (unrecorded) patch.lastScheduledTime = kubeTime(new Date(runTick));
+    if (status.nextScheduledTime === undefined || Date.parse(status.nextScheduledTime) !== next.getTime()) patch.nextScheduledTime = kubeTime(next);
+    return { action: 'wait', next, ...base, status: patchOrUndefined(patch) };
   }
 
-  const tickStatus: ScheduleStatusPatch = { ...patch, lastScheduledTime: kubeTime(tick), nextScheduledTime: kubeTime(next) };
-  if (status.lastScheduledTime !== undefined && repeatsWallClock(schedule, new Date(status.lastScheduledTime), tick)) {
+  const tickStatus: ScheduleStatusPatch = { ...(conditions ? { conditions } : {}), lastScheduledTime: kubeTime(tick), nextScheduledTime: kubeTime(next) };
+  if (handledTick !== undefined && repeatsWallClock(schedule, new Date(handledTick), tick)) {
     return { action: 'wait', next, ...base, status: tickStatus };
   }
   const triggerName = scheduledTriggerName(name, tick);
-  // A run for this very tick exists: an earlier or concurrent sweep created it (perhaps it
-  // crashed before recording it). Record the tick; it is not an overlap.
-  const existing = runs.find((t) => t.metadata.name === triggerName ||
-    (t.spec.origin === 'Schedule' && t.spec.scheduledTime !== undefined && Date.parse(t.spec.scheduledTime) === tick.getTime()));
+  // A BackupTrigger of this Backup already has this tick's name without being its scheduled run
+  // (made by hand): the sweep cannot create the run, so it records the tick as handled.
+  const existing = runs.find((t) => t.metadata.name === triggerName);
   if (existing) {
-    return { action: 'recorded', tick, next, existing: existing.metadata.name ?? triggerName, ...base, status: tickStatus };
+    return { action: 'recorded', tick, next, existing: triggerName, ...base, status: tickStatus };
   }
   const running = runs.filter(isActiveRun).map((t) => t.metadata.name ?? '').sort();
   if (running.length > 0) {
     return { action: 'skip', tick, next, running, ...base, status: { ...tickStatus, lastSkippedTime: kubeTime(tick) } };
   }
-  return { action: 'create', tick, next, trigger: scheduledTrigger(backup, tick), ...base, status: tickStatus };
+  // No status write for a new run, unless the condition changes (the Backup's first sweep): then
+  // the tick goes into the same write.
+  return { action: 'create', tick, next, trigger: scheduledTrigger(backup, tick), ...base, status: conditions ? tickStatus : undefined };
 }
 
 /**
