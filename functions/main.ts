@@ -3,6 +3,8 @@
  * that function's server (one image serves every function; see knative/20-services.yaml and
  * stack.yml). Each function's own index.ts can also be run directly.
  */
+import module from 'node:module';
+
 const FUNCTIONS = {
   'inject-sidecar': () => import('./inject-sidecar/index.ts'),
   'launch-db-job': () => import('./launch-db-job/index.ts'),
@@ -27,6 +29,9 @@ export async function startFunction(name: string): Promise<void> {
 }
 
 if (import.meta.main) {
+  // Node's compile cache (STASH_COMPILE_CACHE_DIR, else NODE_COMPILE_CACHE, else under the temp
+  // directory): a warm start skips type stripping and compilation of the function's modules.
+  module.enableCompileCache?.(process.env.STASH_COMPILE_CACHE_DIR || undefined);
   try {
     await startFunction(process.env.STASH_FUNCTION ?? '');
   } catch (error) {
