@@ -7,8 +7,7 @@ import {
 } from '../../shared/api/index.ts';
 import type { Backup, BackupStatus, BackupTrigger, BackupTriggerStatus, Repository } from '../../shared/api/index.ts';
 import {
-  AlreadyExistsError, ConflictError, createObject, deleteObject, emitEvent, getObject, kubeRequest, kubeTime, listObjects, mergePatch, microTime,
-  patchStatus, replaceObject, resourcePath,
+  AlreadyExistsError, ConflictError, createObject, deleteObject, emitEvent, getObject, kubeRequest, kubeTime, listObjects, mergePatch, microTime, patchStatus, replaceObject, resourcePath, retryOnConflict,
 } from '../../shared/kube/index.ts';
 import { identityTags } from '../../shared/snapshot-identity.ts';
 import type { AgentIdentity, PodObject } from './auth.ts';
@@ -69,16 +68,6 @@ function backupRef(namespace: string, name: string) {
   return { apiVersion: API_VERSION, kind: 'Backup', namespace, name };
 }
 
-async function retryOnConflict<T>(what: () => Promise<T>, attempts = 8): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await what();
-    } catch (error) {
-      if (!(error instanceof ConflictError) || attempt >= attempts) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
-    }
-  }
-}
 
 function parseTrigger(cfg: HandlerConfig, raw: unknown): StoredTrigger | undefined {
   const result = triggerSchema.safeParse(raw);

@@ -22,7 +22,9 @@ import path from 'node:path';
 import type { V1OwnerReference } from '@kubernetes/client-node';
 import { API_VERSION, recovery as recoverySchema, repository as repositorySchema } from '../../shared/api/index.ts';
 import type { Recovery, RecoveryStatus, Repository } from '../../shared/api/index.ts';
-import { ConflictError, emitEvent, getObject, kubeTime, patchStatus } from '../../shared/kube/index.ts';
+import {
+  emitEvent, getObject, kubeTime, patchStatus, retryOnConflict,
+} from '../../shared/kube/index.ts';
 import type {
   ClaimedRecovery, RecoveryClaimRequest, RecoveryOutcome, RecoveryReportAnswer, RecoveryReportRequest,
 } from '../../shared/agent-protocol.ts';
@@ -53,16 +55,6 @@ function recoveryRef(namespace: string, name: string, uid?: string) {
   return { apiVersion: API_VERSION, kind: 'Recovery', namespace, name, ...(uid ? { uid } : {}) };
 }
 
-async function retryOnConflict<T>(what: () => Promise<T>, attempts = 8): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await what();
-    } catch (error) {
-      if (!(error instanceof ConflictError) || attempt >= attempts) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20 * attempt));
-    }
-  }
-}
 
 function issues(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
   return error.issues.map((i) => `${i.path.map(String).join('.')}: ${i.message}`).join('; ');

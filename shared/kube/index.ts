@@ -14,3 +14,4 @@ export { conditionUnchanged, findCondition, isConditionTrue, kubeTime, removeCon
 export type { Condition, ConditionInput, ConditionStatus } from './conditions.ts';
 export { emitEvent, eventName, involvedReference, microTime, truncateBytes } from './events.ts';
 export type { EventInput, InvolvedObject } from './events.ts';
+export { retryOnConflict } from './retry.ts';
