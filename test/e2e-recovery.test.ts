@@ -23,7 +23,7 @@ import { parse, stringify } from 'yaml';
 import { agentTemplate as agentTemplateSchema, appBinding as appBindingSchema, recovery as recoverySchema, repository as repositorySchema } from '../shared/api/index.ts';
 import { planInitContainer, planRecoveryJob } from '../functions/run-recovery/plan.ts';
 import type { Workload } from '../functions/run-recovery/plan.ts';
-import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
+import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
@@ -252,15 +252,7 @@ after(async () => {
   await stack?.stop();
   await postgres?.stop();
   // Recoveries into workloads hold run-recovery's finalizer: with the stack gone, nobody would remove it.
-  for (const namespace of Object.values(ns).filter((n) => n !== '')) {
-    const list = await custom().listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'recoveries', namespace }).catch(() => ({ items: [] })) as { items: RecoveryObject[] };
-    for (const r of list.items) {
-      if (r.metadata.finalizers?.length) {
-        await custom().patchNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'recoveries', namespace, name: r.metadata.name, body: [{ op: 'remove', path: '/metadata/finalizers' }] }).catch(() => undefined);
-      }
-    }
-    await deleteNamespace(cluster, namespace);
-  }
+  await deleteNamespacesReleasing(cluster, Object.values(ns), 'recoveries');
   if (process.env.STASH_E2E_KEEP === undefined) await rm(dir, { recursive: true, force: true });
   else console.log(`kept ${dir} (stack logs in ${path.join(dir, 'stack')})`);
 });

@@ -24,7 +24,7 @@ import { planDatabaseJob, TRIGGER_LABEL } from '../functions/launch-db-job/plan.
 import { BACKUP_LABEL } from '../functions/sweep/plan.ts';
 import { createRestic } from '../agent/restic/restic.ts';
 import { recoverDatabase } from '../agent/db/index.ts';
-import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
+import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
@@ -258,15 +258,7 @@ after(async () => {
   await postgres?.stop();
   await freshPostgres?.stop();
   // Backups hold inject-sidecar's finalizer: with the stack gone, nobody would remove it.
-  for (const namespace of Object.values(ns).filter((n) => n !== '')) {
-    const list = await custom().listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backups', namespace }).catch(() => ({ items: [] })) as { items: BackupObject[] };
-    for (const b of list.items) {
-      if (b.metadata.finalizers?.length) {
-        await custom().patchNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backups', namespace, name: b.metadata.name, body: [{ op: 'remove', path: '/metadata/finalizers' }] }).catch(() => undefined);
-      }
-    }
-    await deleteNamespace(cluster, namespace);
-  }
+  await deleteNamespacesReleasing(cluster, Object.values(ns), 'backups');
   if (process.env.STASH_E2E_KEEP === undefined) await rm(dir, { recursive: true, force: true });
   else console.log(`kept ${dir} (stack logs in ${path.join(dir, 'stack')})`);
 });

@@ -10,6 +10,7 @@ import path from 'node:path';
 import {
   ApiException,
   CoreV1Api,
+  CustomObjectsApi,
   KubeConfig,
   KubernetesObjectApi,
   PatchStrategy,
@@ -103,6 +104,25 @@ export async function deleteNamespace(cluster: Cluster, name: string): Promise<v
   } catch (error) {
     if (error instanceof ApiException && error.code === 404) return;
     throw error;
+  }
+}
+
+/**
+ * Deletes namespaces whose Stash objects of `plural` (backups, recoveries) may still hold a
+ * function's finalizer when no function is left to release it (the end of a test that stopped
+ * them): removes those finalizers first.
+ */
+export async function deleteNamespacesReleasing(cluster: Cluster, namespaces: readonly string[], plural: string): Promise<void> {
+  const custom = cluster.kc.makeApiClient(CustomObjectsApi);
+  const where = { group: 'stash.appscode.com', version: 'v1alpha2', plural };
+  for (const namespace of namespaces.filter((n) => n !== '')) {
+    const list = await custom.listNamespacedCustomObject({ ...where, namespace }).catch(() => ({ items: [] })) as { items: KubernetesObject[] };
+    for (const item of list.items) {
+      if (!item.metadata?.finalizers?.length) continue;
+      await custom.patchNamespacedCustomObject({ ...where, namespace, name: item.metadata.name ?? '', body: [{ op: 'remove', path: '/metadata/finalizers' }] })
+        .catch(() => undefined);
+    }
+    await deleteNamespace(cluster, namespace);
   }
 }
 
