@@ -1,9 +1,9 @@
 // Ask a real apiserver whether it accepts an object, without storing it: a create with
 // dryRun=All and fieldValidation=Strict. Used by the integration tests; fit for a
 // `validate --server` command.
-import { request } from 'node:https';
 import type { KubeConfig } from '@kubernetes/client-node';
 import { KINDS } from './kinds.ts';
+import { kubeRequestRaw } from '../kube/http.ts';
 
 export interface ServerCause {
   field?: string;
@@ -39,26 +39,11 @@ export function collectionPath(obj: { apiVersion?: unknown; kind?: unknown }, na
 
 /** Create `obj` with dryRun=All in `namespace` (ignored for cluster-scoped kinds); never throws on 4xx. */
 export async function dryRunCreate(kc: KubeConfig, obj: Record<string, unknown>, namespace: string): Promise<ServerVerdict> {
-  const cluster = kc.getCurrentCluster();
-  if (cluster === null) throw new Error('dry-run: the kubeconfig has no current cluster: set current-context');
+  if (kc.getCurrentCluster() === null) throw new Error('dry-run: the kubeconfig has no current cluster: set current-context');
   const body = { ...obj, metadata: { ...(obj.metadata as Record<string, unknown> | undefined), namespace: undefined } };
-  const url = new URL(collectionPath(obj, namespace) + '?dryRun=All&fieldValidation=Strict', cluster.server);
-  const opts: Parameters<typeof request>[1] = { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' } };
-  await kc.applyToHTTPSOptions(opts);
-  const text = JSON.stringify(body);
-  return await new Promise<ServerVerdict>((resolve, reject) => {
-    const req = request(url, opts, (res) => {
-      let data = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => { data += chunk; });
-      res.on('end', () => {
-        const status = res.statusCode ?? 0;
-        let parsed: { kind?: string; message?: string; details?: { causes?: ServerCause[] } } = {};
-        try { parsed = JSON.parse(data) as typeof parsed; } catch { /* non-JSON body: keep it as the message */ }
-        resolve({ status, message: parsed.kind === 'Status' ? (parsed.message ?? data) : '', causes: parsed.details?.causes ?? [] });
-      });
-    });
-    req.on('error', reject);
-    req.end(text);
-  });
+  const { status, text } = await kubeRequestRaw(kc, `dry-run create ${String(obj.kind)}`, 'POST', collectionPath(obj, namespace),
+    { query: { dryRun: 'All', fieldValidation: 'Strict' }, body });
+  let parsed: { kind?: string; message?: string; details?: { causes?: ServerCause[] } } = {};
+  try { parsed = JSON.parse(text) as typeof parsed; } catch { /* non-JSON body: keep it as the message */ }
+  return { status, message: parsed.kind === 'Status' ? (parsed.message ?? text) : '', causes: parsed.details?.causes ?? [] };
 }

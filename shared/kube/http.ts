@@ -97,12 +97,18 @@ function withQuery(path: string, query: Query | undefined): string {
   return text === '' ? path : `${path}?${text}`;
 }
 
+/** An apiserver answer as it came: the status and the body text. */
+export interface RawAnswer {
+  status: number;
+  text: string;
+}
+
 /**
- * One request to the apiserver; resolves with the parsed JSON answer. A status of 400 or more
- * rejects with the typed error for it (NotFoundError, ConflictError, ...: see errors.ts) whose
- * message starts with `action`; a network failure rejects with an Error naming `action` too.
+ * One request to the apiserver, answered with its status and body whatever the status (for a
+ * caller that reads 4xx answers itself, such as a dry run); a network failure rejects with an
+ * Error naming `action`.
  */
-export async function kubeRequest<T = unknown>(kc: KubeConfig, action: string, method: string, path: string, options: RequestOptions = {}): Promise<T> {
+export async function kubeRequestRaw(kc: KubeConfig, action: string, method: string, path: string, options: RequestOptions = {}): Promise<RawAnswer> {
   const transport = await transportFor(kc);
   const headers: Record<string, string | number> = { ...(await transport.headers()), accept: options.accept ?? 'application/json' };
   const payload = options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body));
@@ -112,7 +118,7 @@ export async function kubeRequest<T = unknown>(kc: KubeConfig, action: string, m
   }
   const url = new URL(withQuery(path, options.query), transport.base);
   const send = url.protocol === 'http:' ? http.request : https.request;
-  const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+  return new Promise<RawAnswer>((resolve, reject) => {
     const request = send(url, { method, headers, agent: transport.agent, timeout: REQUEST_TIMEOUT_MS }, (response) => {
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -123,6 +129,15 @@ export async function kubeRequest<T = unknown>(kc: KubeConfig, action: string, m
     request.on('error', (error) => reject(new Error(`${action} failed: ${error.message}; check that the apiserver at ${transport.base.origin} is reachable`, { cause: error })));
     request.end(payload);
   });
+}
+
+/**
+ * One request to the apiserver; resolves with the parsed JSON answer. A status of 400 or more
+ * rejects with the typed error for it (NotFoundError, ConflictError, ...: see errors.ts) whose
+ * message starts with `action`; a network failure rejects with an Error naming `action` too.
+ */
+export async function kubeRequest<T = unknown>(kc: KubeConfig, action: string, method: string, path: string, options: RequestOptions = {}): Promise<T> {
+  const { status, text } = await kubeRequestRaw(kc, action, method, path, options);
   if (status >= 400) throw statusError(status, text, action);
   return (text === '' ? undefined : JSON.parse(text)) as T;
 }

@@ -8,8 +8,8 @@ export {
   applyObject, createObject, deleteObject, describeRef, getObject, listObjects, mergePatch, patchStatus, pluralOf, replaceObject,
 } from './objects.ts';
 export type { ApplyOptions, DeleteOptions, ListOptions, ObjectRef, PatchOptions, StatusPatchOptions } from './objects.ts';
-export { kubeRequest, resourcePath } from './http.ts';
-export type { Query, RequestOptions } from './http.ts';
+export { kubeRequest, kubeRequestRaw, resourcePath } from './http.ts';
+export type { Query, RawAnswer, RequestOptions } from './http.ts';
 export { conditionUnchanged, findCondition, isConditionTrue, kubeTime, removeCondition, setCondition } from './conditions.ts';
 export type { Condition, ConditionInput, ConditionStatus } from './conditions.ts';
 export { emitEvent, eventName, involvedReference, microTime, truncateBytes } from './events.ts';
