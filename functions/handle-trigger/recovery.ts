@@ -20,7 +20,9 @@
 //   has succeeded).
 import path from 'node:path';
 import type { V1OwnerReference } from '@kubernetes/client-node';
-import { API_VERSION, recovery as recoverySchema, repository as repositorySchema } from '../../shared/api/index.ts';
+import {
+  API_VERSION, describeParseIssues, recovery as recoverySchema, repository as repositorySchema,
+} from '../../shared/api/index.ts';
 import type { Recovery, RecoveryStatus, Repository } from '../../shared/api/index.ts';
 import {
   emitEvent, getObject, kubeTime, patchStatus, retryOnConflict,
@@ -56,10 +58,6 @@ function recoveryRef(namespace: string, name: string, uid?: string) {
 }
 
 
-function issues(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
-  return error.issues.map((i) => `${i.path.map(String).join('.')}: ${i.message}`).join('; ');
-}
-
 /** The Recovery as stored; 404 when it does not exist, 409 while it is being deleted, 422 when invalid. */
 async function readRecovery(cfg: HandlerConfig, namespace: string, name: string): Promise<StoredRecovery> {
   const raw = await getObject(cfg.kc, recoveryRef(namespace, name));
@@ -68,7 +66,7 @@ async function readRecovery(cfg: HandlerConfig, namespace: string, name: string)
     throw new HttpError(409, `Recovery ${namespace}/${name} is being deleted; nothing is recovered for it any more`, 'recovery');
   }
   const parsed = recoverySchema.safeParse(raw);
-  if (!parsed.success) throw new HttpError(422, `Recovery ${namespace}/${name} is invalid (${issues(parsed.error)}); fix the Recovery`, 'recovery');
+  if (!parsed.success) throw new HttpError(422, `Recovery ${namespace}/${name} is invalid (${describeParseIssues(parsed.error, 5)}); fix the Recovery`, 'recovery');
   return parsed.data as StoredRecovery;
 }
 
@@ -78,7 +76,7 @@ async function readRepository(cfg: HandlerConfig, r: StoredRecovery): Promise<St
   const raw = await getObject(cfg.kc, { apiVersion: API_VERSION, kind: 'Repository', namespace: ns, name });
   if (raw === undefined) throw new HttpError(404, `Repository ${ns}/${name} named in Recovery ${r.metadata.name}'s spec.repository does not exist; create it`, 'recovery');
   const parsed = repositorySchema.safeParse(raw);
-  if (!parsed.success) throw new HttpError(422, `Repository ${ns}/${name} is invalid (${issues(parsed.error)}); fix it`, 'recovery');
+  if (!parsed.success) throw new HttpError(422, `Repository ${ns}/${name} is invalid (${describeParseIssues(parsed.error, 5)}); fix it`, 'recovery');
   return parsed.data as StoredRepository;
 }
 

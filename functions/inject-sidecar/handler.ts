@@ -7,7 +7,9 @@
 // its pod template differs from the plan, so a resync of unchanged Backups only reads.
 import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import { agentName, agentTemplate as agentTemplateSchema, API_VERSION, backup as backupSchema, formatPath, repository as repositorySchema } from '../../shared/api/index.ts';
+import {
+  agentName, agentTemplate as agentTemplateSchema, API_VERSION, backup as backupSchema, describeParseIssues, repository as repositorySchema,
+} from '../../shared/api/index.ts';
 import type { AgentTemplate, Backup, Repository } from '../../shared/api/index.ts';
 import {
   applyObject, ConflictError, conditionUnchanged, emitEvent, getObject, InvalidError, listObjects, mergePatch, patchStatus, setCondition,
@@ -127,10 +129,6 @@ function meta(object: KubernetesObject): Metadata {
 function conditionsOf(object: KubernetesObject): Condition[] {
   const status = (object as { status?: { conditions?: Condition[] } }).status;
   return status?.conditions ?? [];
-}
-
-function describeIssues(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
-  return error.issues.slice(0, 5).map((i) => `${formatPath(i.path) || '(root)'}: ${i.message}`).join('; ');
 }
 
 /**
@@ -347,7 +345,7 @@ async function reconcileWith(ctx: Context, key: BackupKey, how: ReconcileHow = {
 
   const parsed = backupSchema.safeParse(raw);
   if (!parsed.success) {
-    return refuse(c, raw, 'InvalidBackup', `Backup ${key.namespace}/${key.name} does not match the Backup schema (${describeIssues(parsed.error)}): fix these fields`);
+    return refuse(c, raw, 'InvalidBackup', `Backup ${key.namespace}/${key.name} does not match the Backup schema (${describeParseIssues(parsed.error, 5)}): fix these fields`);
   }
   const backup: Backup = parsed.data;
   const spec = backup.spec;
@@ -394,7 +392,7 @@ async function reconcileWith(ctx: Context, key: BackupKey, how: ReconcileHow = {
   }
   const template = agentTemplateSchema.safeParse(templateRaw);
   if (!template.success) {
-    return refuse(c, raw, 'InvalidAgentTemplate', `AgentTemplate ${templateName} does not match the AgentTemplate schema (${describeIssues(template.error)}): fix it`);
+    return refuse(c, raw, 'InvalidAgentTemplate', `AgentTemplate ${templateName} does not match the AgentTemplate schema (${describeParseIssues(template.error, 5)}): fix it`);
   }
   const agentTemplate: AgentTemplate = template.data;
 
@@ -404,7 +402,7 @@ async function reconcileWith(ctx: Context, key: BackupKey, how: ReconcileHow = {
   }
   const repo = repositorySchema.safeParse(repoRaw);
   if (!repo.success) {
-    return refuse(c, raw, 'RepositoryNotFound', `Repository ${repoNamespace}/${spec.repository.name} does not match the Repository schema (${describeIssues(repo.error)}): fix it`);
+    return refuse(c, raw, 'RepositoryNotFound', `Repository ${repoNamespace}/${spec.repository.name} does not match the Repository schema (${describeParseIssues(repo.error, 5)}): fix it`);
   }
   const repository: Repository = repo.data;
 

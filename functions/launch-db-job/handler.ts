@@ -4,8 +4,7 @@
 import type { KubeConfig, KubernetesObject, V1Job } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import {
-  agentName, agentTemplate as agentTemplateSchema, API_VERSION, APPCATALOG_API_VERSION, appBinding as appBindingSchema, formatPath,
-  repository as repositorySchema,
+  agentName, agentTemplate as agentTemplateSchema, API_VERSION, appBinding as appBindingSchema, APPCATALOG_API_VERSION, describeParseIssues, repository as repositorySchema,
 } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Backup, BackupTrigger, Repository } from '../../shared/api/index.ts';
 import {
@@ -57,10 +56,6 @@ export type Resolution = { ok: true; value: Resolved } | { ok: false; reason: st
 const backupRef = (namespace: string, name: string) => ({ apiVersion: API_VERSION, kind: 'Backup', namespace, name });
 const triggerRef = (namespace: string, name: string) => ({ apiVersion: API_VERSION, kind: 'BackupTrigger', namespace, name });
 
-function issues(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
-  return error.issues.slice(0, 3).map((i) => `${formatPath(i.path) || '(root)'}: ${i.message}`).join('; ');
-}
-
 /** Reads what a database Backup refers to; names every missing or invalid object and the fix. */
 export async function resolveReferences(kc: KubeConfig, backup: Backup): Promise<Resolution> {
   const namespace = backup.metadata.namespace ?? 'default';
@@ -84,15 +79,15 @@ export async function resolveReferences(kc: KubeConfig, backup: Backup): Promise
   }
   const binding = bindingRaw === undefined ? undefined : appBindingSchema.safeParse(bindingRaw);
   if (binding !== undefined && !binding.success) {
-    problems.push({ reason: 'InvalidAppBinding', message: `AppBinding ${namespace}/${spec.targetRef.name} is invalid: ${issues(binding.error)}` });
+    problems.push({ reason: 'InvalidAppBinding', message: `AppBinding ${namespace}/${spec.targetRef.name} is invalid: ${describeParseIssues(binding.error)}` });
   }
   const template = templateRaw === undefined ? undefined : agentTemplateSchema.safeParse(templateRaw);
   if (template !== undefined && !template.success) {
-    problems.push({ reason: 'InvalidAgentTemplate', message: `AgentTemplate ${templateName} is invalid: ${issues(template.error)}` });
+    problems.push({ reason: 'InvalidAgentTemplate', message: `AgentTemplate ${templateName} is invalid: ${describeParseIssues(template.error)}` });
   }
   const repo = repoRaw === undefined ? undefined : repositorySchema.safeParse(repoRaw);
   if (repo !== undefined && !repo.success) {
-    problems.push({ reason: 'InvalidRepository', message: `Repository ${repoNamespace}/${spec.repository.name} is invalid: ${issues(repo.error)}` });
+    problems.push({ reason: 'InvalidRepository', message: `Repository ${repoNamespace}/${spec.repository.name} is invalid: ${describeParseIssues(repo.error)}` });
   }
   if (problems.length > 0 || !binding?.success || !template?.success || !repo?.success) {
     const first = problems[0] ?? { reason: 'ReferencesUnresolved', message: 'the Backup\'s references could not be read' };

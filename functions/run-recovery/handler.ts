@@ -11,8 +11,7 @@
 import type { KubeConfig, KubernetesObject, V1Job } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import {
-  agentName, agentTemplate as agentTemplateSchema, API_VERSION, APPCATALOG_API_VERSION, appBinding as appBindingSchema, formatPath,
-  recovery as recoverySchema, repository as repositorySchema,
+  agentName, agentTemplate as agentTemplateSchema, API_VERSION, appBinding as appBindingSchema, APPCATALOG_API_VERSION, describeParseIssues, recovery as recoverySchema, repository as repositorySchema,
 } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Recovery, Repository } from '../../shared/api/index.ts';
 import { isApplied, ownsFields } from '../../shared/apply-compare.ts';
@@ -69,10 +68,6 @@ function parseTargetKey(value: string | undefined): { kind: string; name: string
   const slash = value?.indexOf('/') ?? -1;
   if (value === undefined || slash <= 0) return undefined;
   return { kind: value.slice(0, slash), name: value.slice(slash + 1) };
-}
-
-function issues(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
-  return error.issues.slice(0, 3).map((i) => `${formatPath(i.path) || '(root)'}: ${i.message}`).join('; ');
 }
 
 /** The conflict detail of an apiserver message (after "failed: ", without shared/kube's hint). */
@@ -250,13 +245,13 @@ export function createRunRecovery(kc: KubeConfig, options: HandlerOptions = {}) 
       };
     }
     const template = agentTemplateSchema.safeParse(templateRaw);
-    if (!template.success) return { reason: 'InvalidAgentTemplate', message: `AgentTemplate ${templateName} does not match the AgentTemplate schema (${issues(template.error)}): fix it` };
+    if (!template.success) return { reason: 'InvalidAgentTemplate', message: `AgentTemplate ${templateName} does not match the AgentTemplate schema (${describeParseIssues(template.error)}): fix it` };
     if (repoRaw === undefined) {
       return { reason: 'RepositoryNotFound', message: `Repository ${repoNamespace}/${recovery.spec.repository.name} named by spec.repository does not exist: create it or fix spec.repository` };
     }
     const repo = repositorySchema.safeParse(repoRaw);
     if (!repo.success) {
-      return { reason: 'RepositoryNotFound', message: `Repository ${repoNamespace}/${recovery.spec.repository.name} does not match the Repository schema (${issues(repo.error)}): fix it` };
+      return { reason: 'RepositoryNotFound', message: `Repository ${repoNamespace}/${recovery.spec.repository.name} does not match the Repository schema (${describeParseIssues(repo.error)}): fix it` };
     }
     return { agentTemplate: template.data, repository: repo.data };
   }
@@ -311,7 +306,7 @@ export function createRunRecovery(kc: KubeConfig, options: HandlerOptions = {}) 
           `AppBinding ${namespace}/${bindingName} (spec.recoverTo.workload) does not exist: create it, or point spec.recoverTo.workload at an existing AppBinding`, log);
       }
       const binding = appBindingSchema.safeParse(bindingRaw);
-      if (!binding.success) return refuse(raw, 'InvalidAppBinding', `AppBinding ${namespace}/${bindingName} is invalid: ${issues(binding.error)}`, log);
+      if (!binding.success) return refuse(raw, 'InvalidAppBinding', `AppBinding ${namespace}/${bindingName} is invalid: ${describeParseIssues(binding.error)}`, log);
       appBinding = binding.data;
     }
     const plan = planRecoveryJob({ recovery, ...shared, ...(appBinding ? { appBinding } : {}), options });
@@ -399,7 +394,7 @@ export function createRunRecovery(kc: KubeConfig, options: HandlerOptions = {}) 
     // The spec as the schema reads it; the status is handle-trigger's and read loosely.
     const parsed = recoverySchema.safeParse({ apiVersion: API_VERSION, kind: 'Recovery', metadata: raw.metadata, spec: raw.spec });
     if (!parsed.success) {
-      return refuse(raw, 'InvalidRecovery', `Recovery ${namespace}/${name} does not match the Recovery schema (${issues(parsed.error)}): fix these fields`, child);
+      return refuse(raw, 'InvalidRecovery', `Recovery ${namespace}/${name} does not match the Recovery schema (${describeParseIssues(parsed.error)}): fix these fields`, child);
     }
     const recovery = parsed.data;
 

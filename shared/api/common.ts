@@ -71,6 +71,11 @@ export const quantity = () =>
 export const passthroughObject = (description: string) =>
   z.record(z.string(), z.unknown()).meta({ description, 'x-kubernetes-preserve-unknown-fields': true });
 
+/** The first `limit` issues of a failed parse, `path: message; ...` (paths as formatPath prints them). */
+export function describeParseIssues(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }, limit = 3): string {
+  return error.issues.slice(0, limit).map((i) => `${formatPath(i.path) || '(root)'}: ${i.message}`).join('; ');
+}
+
 /** A zod issue path as the apiserver prints field paths: spec.containers[0].name */
 export function formatPath(path: readonly PropertyKey[]): string {
   let out = '';

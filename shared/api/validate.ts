@@ -1,9 +1,9 @@
 // Validate any Stash object by its kind, with errors that name the field and the fix.
 import type { z } from 'zod';
-import { formatPath } from './common.ts';
+import { describeParseIssues, formatPath } from './common.ts';
 import { KINDS } from './kinds.ts';
 
-export { formatPath };
+export { describeParseIssues, formatPath };
 
 export interface FieldIssue {
   /** Dotted path as the apiserver prints it: spec.backend.gcs.bucket, spec.containers[0].name */
