@@ -26,6 +26,7 @@ import { repoRoot, toolPath } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
 import { runCaptured } from './support/run.ts';
 import type { Captured } from './support/run.ts';
+import { waitFor } from './support/wait.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -42,20 +43,9 @@ let repoDir: string;
 let templateName: string;
 let server: Awaited<ReturnType<ReturnType<typeof createHandleTriggerServer>['listen']>> | undefined;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const core = (): CoreV1Api => cluster.kc.makeApiClient(CoreV1Api);
 const custom = (): CustomObjectsApi => cluster.kc.makeApiClient(CustomObjectsApi);
 const plain = <T>(value: T): T => JSON.parse(JSON.stringify(value ?? null)) as T;
-
-async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(250);
-  }
-}
 
 type Trigger = { status?: { phase?: string; error?: string; snapshotId?: string; hosts?: { host: string; phase: string; snapshotId?: string; error?: string }[] } };
 

@@ -36,6 +36,7 @@ import { repoRoot, toolPath } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
 import { runCaptured } from './support/run.ts';
 import type { Captured } from './support/run.ts';
+import { waitFor as eventually } from './support/wait.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -53,16 +54,6 @@ const apps = (): AppsV1Api => cluster.kc.makeApiClient(AppsV1Api);
 const core = (): CoreV1Api => cluster.kc.makeApiClient(CoreV1Api);
 /** The typed client returns class instances: compare plain JSON. */
 const plain = <T>(value: T): T => JSON.parse(JSON.stringify(value ?? null)) as T;
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000, intervalMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -17,6 +17,7 @@ import { createHandleTriggerServer } from '../functions/handle-trigger/index.ts'
 import { AGENT_PATHS } from '../shared/agent-protocol.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
+import { waitFor } from './support/wait.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -28,17 +29,6 @@ let dir: string;
 let server: Server;
 let otherServer: Server;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 type HostEntry = { host: string; phase: string; generation?: number; pod?: string; snapshotId?: string; files?: number; bytes?: number; error?: string; completionTime?: string };
 type RecoveryObject = {

@@ -18,6 +18,7 @@ import { mustParseSchedule, nextRunAfter } from '../shared/api/index.ts';
 import type { Backup } from '../shared/api/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
+import { waitFor } from './support/wait.ts';
 
 const LEASE_SECONDS = 3;
 const GROUP = 'stash.appscode.com';
@@ -35,16 +36,6 @@ let tokenFiles: string[];
 /** Stops every agent run still going when the tests end (a failed assertion must not leave renewals running). */
 const stopAll = new AbortController();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function waitFor<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(200);
-  }
-}
 
 type Trigger = { metadata: { name: string; ownerReferences?: { kind: string; name: string }[]; generateName?: string }; spec: { origin?: string }; status?: { phase?: string; error?: string; snapshotId?: string; bytes?: number; files?: number; completionTime?: string; hosts?: { host: string; phase: string; pod?: string; error?: string }[]; conditions?: { type: string; status: string; reason?: string; message?: string }[] } };
 

@@ -16,6 +16,7 @@ import { createLaunchDbJobServer, jobName, optionsFromEnv, planDatabaseJob, TRIG
 import type { ServerOptions } from '../functions/launch-db-job/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
+import { waitFor as eventually } from './support/wait.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -121,16 +122,6 @@ async function createTrigger(name: string, backupName: string): Promise<BackupTr
 
 async function jobsOf(trigger: string): Promise<V1Job[]> {
   return (await batch().listNamespacedJob({ namespace: ns, labelSelector: `${TRIGGER_LABEL}=${trigger}` })).items;
-}
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 /** The typed client returns class instances: compare plain JSON. */

@@ -17,6 +17,7 @@ import { patchStatus } from '../shared/kube/index.ts';
 import type { RunningServer } from '../shared/runtime/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
+import { waitFor as eventually } from './support/wait.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
@@ -110,16 +111,6 @@ async function deployment(name: string): Promise<V1Deployment> {
 async function events(regarding: string): Promise<{ type: string; reason: string; note: string }[]> {
   const list = await cluster.kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: ns });
   return list.items.filter((e) => e.regarding?.name === regarding).map((e) => ({ type: e.type ?? '', reason: e.reason ?? '', note: e.note ?? '' }));
-}
-
-async function eventually<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
 }
 
 const handlerOptions = (extra: HandlerOptions = {}): HandlerOptions => ({ functionsUrl: FUNCTIONS_URL, namespaces: [ns], ...extra });
