@@ -7,7 +7,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { createFunctionServer, invokeObjectSchema, namespacesFromEnv, PermanentError, throwIfAnyFailed } from '../../shared/runtime/index.ts';
+import { createFunctionServer, handledObject, invokeObjectSchema, namespacesFromEnv, PermanentError, throwIfAnyFailed } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
@@ -25,10 +25,7 @@ export async function handleInvocation(kc: KubeConfig, invocation: Invocation<Ro
   switch (invocation.source) {
     case 'apiserver':
     case 'http': {
-      const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
-      if (!HANDLED_KINDS.includes(ref.kind)) {
-        throw new PermanentError(`expand-template handles events about ${HANDLED_KINDS.join(', ')}, not ${ref.kind}: fix the ApiServerSource or Trigger filter`);
-      }
+      const ref = handledObject(invocation, FUNCTION_NAME, HANDLED_KINDS);
       if (ref.kind !== 'BackupTemplate' && ref.namespace === undefined) {
         throw new PermanentError(`an event about ${ref.kind} ${ref.name} must name its namespace: ${ref.kind} is namespaced; fix the sender`);
       }

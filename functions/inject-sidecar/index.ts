@@ -8,7 +8,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { agentOptionsFromEnv, createFunctionServer, invokeObjectSchema, PermanentError, throwIfAnyFailed } from '../../shared/runtime/index.ts';
+import { agentOptionsFromEnv, createFunctionServer, handledObject, invokeObjectSchema, throwIfAnyFailed } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { HANDLED_KINDS, reconcileForObject, resyncAll } from './handler.ts';
@@ -26,10 +26,7 @@ export async function handleInvocation(kc: KubeConfig, invocation: Invocation<Ro
   switch (invocation.source) {
     case 'apiserver':
     case 'http': {
-      const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
-      if (!HANDLED_KINDS.includes(ref.kind)) {
-        throw new PermanentError(`inject-sidecar handles events about ${HANDLED_KINDS.join(', ')}, not ${ref.kind}: fix the ApiServerSource or Trigger filter`);
-      }
+      const ref = handledObject(invocation, FUNCTION_NAME, HANDLED_KINDS);
       const object: ObjectKey = ref.namespace === undefined ? { kind: ref.kind, name: ref.name } : { kind: ref.kind, namespace: ref.namespace, name: ref.name };
       const result = await reconcileForObject(kc, object, log, options);
       throwIfAnyFailed(result, `${ref.kind} ${ref.namespace ? `${ref.namespace}/` : ''}${ref.name}`, 'Backup(s)');

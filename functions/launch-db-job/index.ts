@@ -9,7 +9,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { agentJobOptionsFromEnv, createFunctionServer, invokeObjectSchema, PermanentError } from '../../shared/runtime/index.ts';
+import { agentJobOptionsFromEnv, createFunctionServer, handledObject, invokeObjectSchema, PermanentError } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { createLaunchDbJob } from './handler.ts';
@@ -32,10 +32,7 @@ export async function handleInvocation(launcher: ReturnType<typeof createLaunchD
     await launcher.resync(log);
     return;
   }
-  const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
-  if (!(HANDLED_KINDS as readonly string[]).includes(ref.kind)) {
-    throw new PermanentError(`launch-db-job handles events about ${HANDLED_KINDS.join(', ')}, not ${ref.kind}: fix the ApiServerSource or Trigger filter`);
-  }
+  const ref = handledObject(invocation, FUNCTION_NAME, HANDLED_KINDS);
   if (ref.kind === 'AgentTemplate') {
     await launcher.reconcileReferrers(ref.kind, undefined, ref.name, log);
     return;

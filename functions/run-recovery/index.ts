@@ -9,7 +9,7 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { loadKubeConfig } from '../../shared/kube/index.ts';
-import { agentJobOptionsFromEnv, createFunctionServer, invokeObjectSchema, PermanentError, throwIfAnyFailed } from '../../shared/runtime/index.ts';
+import { agentJobOptionsFromEnv, createFunctionServer, handledObject, invokeObjectSchema, PermanentError, throwIfAnyFailed } from '../../shared/runtime/index.ts';
 import { portFromEnv, runIfMain } from '../../shared/runtime/index.ts';
 import type { FunctionServer, HandlerContext, Invocation } from '../../shared/runtime/index.ts';
 import { createRunRecovery } from './handler.ts';
@@ -34,10 +34,7 @@ export async function handleInvocation(recoverer: RunRecovery, invocation: Invoc
     await recoverer.resync(log);
     return;
   }
-  const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
-  if (!(HANDLED_KINDS as readonly string[]).includes(ref.kind)) {
-    throw new PermanentError(`run-recovery handles events about ${HANDLED_KINDS.join(', ')}, not ${ref.kind}: fix the ApiServerSource or Trigger filter`);
-  }
+  const ref = handledObject(invocation, FUNCTION_NAME, HANDLED_KINDS);
   const what = `${ref.kind} ${ref.namespace ? `${ref.namespace}/` : ''}${ref.name}`;
   if (ref.kind === 'AgentTemplate') {
     throwIfAnyFailed(await recoverer.reconcileReferrers(ref.kind, undefined, ref.name, log), what, 'Recovery(s)');

@@ -1,9 +1,9 @@
 export { createFunctionServer } from './server.ts';
 export type { FunctionServer, FunctionServerOptions, Handler, HandlerContext, ListenOptions, RunningServer } from './server.ts';
 export { PermanentError, TransientError, InvalidRequestError } from './errors.ts';
-export { invokeObjectSchema, invokeRefSchema, objectRefSchema, parseEventRequest, parseHttpRequest, PING_TYPE } from './invocation.ts';
+export { handledObject, invokeObjectSchema, invokeRefSchema, objectRefSchema, parseEventRequest, parseHttpRequest, PING_TYPE } from './invocation.ts';
 export type {
-  ApiServerAction, ApiServerInvocation, CronConnectorInvocation, HttpInvocation, HttpRoutes, Invocation, ObjectRef, PingInvocation,
+  ApiServerAction, ApiServerInvocation, CronConnectorInvocation, HttpInvocation, HttpRoutes, Invocation, NamedObject, ObjectRef, PingInvocation,
 } from './invocation.ts';
 export { InvalidNamespacesError, NAMESPACES_ENV, namespacesFromEnv, servesNamespace } from './namespaces.ts';
 export { InvalidPortError, portFromEnv, runIfMain } from './main.ts';

@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { HTTP } from 'cloudevents';
 import { z } from 'zod';
-import { InvalidRequestError } from './errors.ts';
+import { InvalidRequestError, PermanentError } from './errors.ts';
 
 export type ApiServerAction = 'add' | 'update' | 'delete';
 
@@ -303,4 +303,19 @@ export function parseHttpRequest<R extends HttpRoutes>(request: RawRequest, path
   const value = parseJson(request.body.toString('utf8'), 'request body', `send a JSON object to ${path}`);
   const body: unknown = parseWith(schema, value, 'body', `request body for ${path}`);
   return { source: 'http', path, body } as HttpInvocation<R>;
+}
+
+/** What an ApiServerSource event or a `POST /invoke` call names: {kind, namespace?, name}. */
+export type NamedObject = z.output<typeof invokeObjectSchema>;
+
+/**
+ * The object an event (or `POST /invoke` call) is about, when `functionName` handles its kind;
+ * a PermanentError (the event is not retried) naming the kinds it handles otherwise.
+ */
+export function handledObject(invocation: ApiServerInvocation | { source: 'http'; body: NamedObject }, functionName: string, kinds: readonly string[]): NamedObject {
+  const ref = invocation.source === 'apiserver' ? invocation.ref : invocation.body;
+  if (!kinds.includes(ref.kind)) {
+    throw new PermanentError(`${functionName} handles events about ${kinds.join(', ')}, not ${ref.kind}: fix the ApiServerSource or Trigger filter`);
+  }
+  return ref;
 }
