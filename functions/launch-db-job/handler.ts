@@ -8,7 +8,7 @@ import {
 } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Backup, BackupTrigger, Repository } from '../../shared/api/index.ts';
 import {
-  AlreadyExistsError, ConflictError, conditionUnchanged, createObject, emitEvent, getObject, listObjects, patchStatus, setCondition,
+  AlreadyExistsError, ConflictError, conditionUnchanged, createObject, emitEvent, getObject, listInNamespaces, listObjects, patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
 import type { Condition, ConditionInput } from '../../shared/kube/index.ts';
 import { servesNamespace, TransientError } from '../../shared/runtime/index.ts';
@@ -235,15 +235,16 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
     return listObjects<Backup & KubernetesObject>(kc, { apiVersion: API_VERSION, kind: 'Backup', namespace });
   }
 
-  /** `list` over every served namespace: one call for all namespaces, or one per served namespace. */
-  async function listServed<T>(list: (namespace: string | undefined) => Promise<T[]>): Promise<T[]> {
-    if (namespaces === undefined) return list(undefined);
-    return (await Promise.all(namespaces.map((ns) => list(ns)))).flat();
-  }
+  /** Every database run's Backup and run in the served namespaces. */
+  const listServedBackups = (): Promise<Backup[]> => listInNamespaces<Backup & KubernetesObject>(kc, { apiVersion: API_VERSION, kind: 'Backup' }, namespaces);
+  const listServedTriggers = (): Promise<BackupTrigger[]> => listInNamespaces<BackupTrigger & KubernetesObject>(kc, { apiVersion: API_VERSION, kind: 'BackupTrigger' }, namespaces);
 
   /** Converges a database Backup: its condition, then every open run of it. */
-  async function reconcileBackup(namespace: string, name: string, log: Logger, triggers?: readonly BackupTrigger[]): Promise<Record<string, TriggerResult>> {
-    const backup = await getObject<Backup>(kc, backupRef(namespace, name));
+  async function reconcileBackup(
+    namespace: string, name: string, log: Logger, triggers?: readonly BackupTrigger[], known?: Backup,
+  ): Promise<Record<string, TriggerResult>> {
+    // `known`: the Backup as just listed (a resync, a referrer's event), not read again.
+    const backup = known ?? await getObject<Backup>(kc, backupRef(namespace, name));
     if (backup === undefined || !isDatabaseBackup(backup)) return {};
     const resolution = await resolveReferences(kc, backup);
     const { condition } = readyCondition(backup, resolution);
@@ -261,14 +262,14 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
 
   /** Every database Backup and open run (ping / cron-connector): repairs what events missed. */
   async function resync(log: Logger): Promise<{ backups: number; runs: Record<string, TriggerResult>; failures: string[] }> {
-    const [all, triggers] = await Promise.all([listServed(listBackups), listServed(listTriggers)]);
+    const [all, triggers] = await Promise.all([listServedBackups(), listServedTriggers()]);
     const backups = all.filter(isDatabaseBackup);
     const failures: string[] = [];
     const runs: Record<string, TriggerResult> = {};
     for (const b of backups) {
       const namespace = b.metadata.namespace ?? 'default';
       try {
-        Object.assign(runs, Object.fromEntries(Object.entries(await reconcileBackup(namespace, b.metadata.name ?? '', log, triggers)).map(([k, v]) => [`${namespace}/${k}`, v])));
+        Object.assign(runs, Object.fromEntries(Object.entries(await reconcileBackup(namespace, b.metadata.name ?? '', log, triggers, b)).map(([k, v]) => [`${namespace}/${k}`, v])));
       } catch (error) {
         failures.push(`Backup ${namespace}/${b.metadata.name ?? ''}: ${(error as Error).message}`);
       }
@@ -289,12 +290,12 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
 
   /** Backups that refer to an AppBinding / Repository (namespace) or an AgentTemplate (cluster). */
   async function reconcileReferrers(kind: string, namespace: string | undefined, name: string, log: Logger): Promise<number> {
-    const backups = (await (kind === 'AgentTemplate' || namespace === undefined ? listServed(listBackups) : listBackups(namespace))).filter(isDatabaseBackup).filter((b) => {
+    const backups = (await (kind === 'AgentTemplate' || namespace === undefined ? listServedBackups() : listBackups(namespace))).filter(isDatabaseBackup).filter((b) => {
       if (kind === 'AppBinding') return b.spec.targetRef.name === name;
       if (kind === 'Repository') return b.spec.repository.name === name && (b.spec.repository.namespace ?? b.metadata.namespace) === namespace;
       return agentName(b.spec.backupAgent) === name;
     });
-    for (const b of backups) await reconcileBackup(b.metadata.namespace ?? 'default', b.metadata.name ?? '', log);
+    for (const b of backups) await reconcileBackup(b.metadata.namespace ?? 'default', b.metadata.name ?? '', log, undefined, b);
     return backups.length;
   }
 

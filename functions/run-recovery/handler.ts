@@ -16,7 +16,7 @@ import {
 import type { AgentTemplate, AppBinding, Recovery, Repository } from '../../shared/api/index.ts';
 import { isApplied, ownsFields } from '../../shared/apply-compare.ts';
 import {
-  AlreadyExistsError, applyObject, ConflictError, conditionUnchanged, createObject, emitEvent, getObject, InvalidError, listObjects, mergePatch,
+  AlreadyExistsError, applyObject, ConflictError, conditionUnchanged, createObject, emitEvent, getObject, InvalidError, listInNamespaces, listObjects, mergePatch,
   patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
 import type { Condition, ConditionInput, ObjectRef } from '../../shared/kube/index.ts';
@@ -193,10 +193,9 @@ export function createRunRecovery(kc: KubeConfig, options: HandlerOptions = {}) 
     return listObjects<RecoveryObject>(kc, { apiVersion: API_VERSION, kind: 'Recovery', namespace });
   }
 
-  /** `list` over every served namespace: one call for all namespaces, or one per served namespace. */
-  async function listServed(): Promise<RecoveryObject[]> {
-    if (namespaces === undefined) return listRecoveries(undefined);
-    return (await Promise.all(namespaces.map((ns) => listRecoveries(ns)))).flat();
+  /** Every Recovery in the served namespaces. */
+  function listServed(): Promise<RecoveryObject[]> {
+    return listInNamespaces<RecoveryObject>(kc, { apiVersion: API_VERSION, kind: 'Recovery' }, namespaces);
   }
 
   /** The live Recoveries of `namespace` other than `name` whose workload target (or applied target) is `target`. */
@@ -384,10 +383,14 @@ export function createRunRecovery(kc: KubeConfig, options: HandlerOptions = {}) 
     return outcome;
   }
 
-  /** Converges one Recovery; safe to call any number of times, concurrently, in any order. */
-  async function reconcileRecovery(namespace: string, name: string, log: Logger): Promise<Outcome> {
+  /**
+   * Converges one Recovery; safe to call any number of times, concurrently, in any order. `known`:
+   * the Recovery as just listed (a resync or a workload event), not read again; a stale copy only
+   * costs a retried write.
+   */
+  async function reconcileRecovery(namespace: string, name: string, log: Logger, known?: RecoveryObject): Promise<Outcome> {
     const child = log.child({ namespace, recovery: name });
-    let raw = await getObject<RecoveryObject>(kc, recoveryRef(namespace, name));
+    let raw = known ?? await getObject<RecoveryObject>(kc, recoveryRef(namespace, name));
     if (raw === undefined) return 'gone';
     raw = { ...raw, apiVersion: API_VERSION, kind: 'Recovery' };
     if (raw.metadata.deletionTimestamp !== undefined) return finalize(raw, child);
@@ -423,7 +426,7 @@ export function createRunRecovery(kc: KubeConfig, options: HandlerOptions = {}) 
   function many(recoveries: readonly RecoveryObject[], log: Logger): Promise<BatchResult<Outcome>> {
     return reconcileBatch(recoveries, {
       id: (r) => `${r.metadata.namespace ?? ''}/${r.metadata.name ?? ''}`,
-      work: (r) => reconcileRecovery(r.metadata.namespace ?? '', r.metadata.name ?? '', log),
+      work: (r) => reconcileRecovery(r.metadata.namespace ?? '', r.metadata.name ?? '', log, r),
       onError: (r, error) => log.error({ namespace: r.metadata.namespace, recovery: r.metadata.name, err: error }, 'reconciling the Recovery failed; the next event or resync retries'),
     });
   }

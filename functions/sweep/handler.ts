@@ -4,11 +4,11 @@
 // records the tick; handle-trigger copies it to the Backup's lastScheduledTime). Every write is
 // idempotent: a second sweep for the same tick gets AlreadyExists on the trigger, or sees the run
 // in its list and writes nothing.
-import type { KubeConfig } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { API_VERSION } from '../../shared/api/index.ts';
 import type { Backup, BackupTrigger } from '../../shared/api/index.ts';
-import { AlreadyExistsError, ConflictError, createObject, emitEvent, getObject, listObjects, NotFoundError, patchStatus } from '../../shared/kube/index.ts';
+import { AlreadyExistsError, ConflictError, createObject, emitEvent, getObject, listInNamespaces, NotFoundError, patchStatus } from '../../shared/kube/index.ts';
 import { forEachLimited } from '../../shared/runtime/index.ts';
 export { forEachLimited } from '../../shared/runtime/index.ts';
 import type { Invocation } from '../../shared/runtime/index.ts';
@@ -57,21 +57,6 @@ export interface SweepSummary {
   totalMs: number;
 }
 
-const KINDS: Readonly<Record<string, string>> = { backups: 'Backup', backuptriggers: 'BackupTrigger' };
-
-/** Lists every object of a Stash kind (by plural: backups, backuptriggers) in all namespaces or in one, following continue tokens. */
-export async function listAll<T>(kc: KubeConfig, plural: string, pageSize: number, namespace?: string): Promise<T[]> {
-  const kind = KINDS[plural];
-  if (kind === undefined) throw new TypeError(`listAll lists ${Object.keys(KINDS).join(', ')}, not ${plural}`);
-  return listObjects(kc, { apiVersion: API_VERSION, kind, namespace, limit: pageSize }) as Promise<T[]>;
-}
-
-/** Lists a Stash kind in every namespace (`namespaces` undefined) or once per namespace of `namespaces`. */
-export async function listServed<T>(kc: KubeConfig, plural: string, pageSize: number, namespaces: readonly string[] | undefined): Promise<T[]> {
-  if (namespaces === undefined) return listAll<T>(kc, plural, pageSize);
-  return (await Promise.all(namespaces.map((ns) => listAll<T>(kc, plural, pageSize, ns)))).flat();
-}
-
 async function createTrigger(kc: KubeConfig, trigger: BackupTrigger): Promise<'created' | 'exists'> {
   try {
     await createObject(kc, { ...trigger, metadata: { ...trigger.metadata, namespace: trigger.metadata.namespace ?? 'default' } });
@@ -111,8 +96,8 @@ export function createSweep(options: SweepOptions): (log: Logger) => Promise<Swe
   return async function sweep(log: Logger): Promise<SweepSummary> {
     const started = Date.now();
     const [backups, triggers] = await Promise.all([
-      listServed<Backup>(kc, 'backups', pageSize, namespaces),
-      listServed<BackupTrigger>(kc, 'backuptriggers', pageSize, namespaces),
+      listInNamespaces<Backup & KubernetesObject>(kc, { apiVersion: API_VERSION, kind: 'Backup', limit: pageSize }, namespaces),
+      listInNamespaces<BackupTrigger & KubernetesObject>(kc, { apiVersion: API_VERSION, kind: 'BackupTrigger', limit: pageSize }, namespaces),
     ]);
     const listMs = Date.now() - started;
     const now = clock();

@@ -11,7 +11,7 @@ import type { Logger } from 'pino';
 import { createSweepHandler } from './handler.ts';
 import type { SweepOptions } from './handler.ts';
 
-export { createSweep, createSweepHandler, FIELD_MANAGER, forEachLimited, listAll, listServed, servedNamespaces } from './handler.ts';
+export { createSweep, createSweepHandler, FIELD_MANAGER, forEachLimited, servedNamespaces } from './handler.ts';
 export type { SweepOptions, SweepSummary } from './handler.ts';
 export { BACKUP_LABEL, fitName, isActiveRun, nameLabelValue, planSchedules, SCHEDULE_CONDITION, scheduledTrigger, scheduledTriggerName } from './plan.ts';
 export type { BackupPlan, ScheduleStatusPatch } from './plan.ts';

@@ -5,7 +5,7 @@ export {
 } from './errors.ts';
 export type { KubeStatus } from './errors.ts';
 export {
-  applyObject, createObject, deleteObject, describeRef, getObject, listObjects, mergePatch, patchStatus, pluralOf, replaceObject,
+  applyObject, createObject, deleteObject, describeRef, getObject, listInNamespaces, listObjects, mergePatch, patchStatus, pluralOf, replaceObject,
 } from './objects.ts';
 export type { ApplyOptions, DeleteOptions, ListOptions, ObjectRef, PatchOptions, StatusPatchOptions } from './objects.ts';
 export { kubeRequest, kubeRequestRaw, resourcePath } from './http.ts';

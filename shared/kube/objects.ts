@@ -181,3 +181,14 @@ export async function deleteObject(kc: KubeConfig, ref: ObjectRef, options: Dele
     throw error;
   }
 }
+
+/**
+ * listObjects over the namespaces a function serves: one list in all namespaces when `namespaces`
+ * is undefined, else one per namespace (STASH_NAMESPACES), side by side.
+ */
+export async function listInNamespaces<T extends KubernetesObject = KubernetesObject>(
+  kc: KubeConfig, options: Omit<ListOptions, 'namespace'>, namespaces: readonly string[] | undefined,
+): Promise<T[]> {
+  if (namespaces === undefined) return listObjects<T>(kc, options);
+  return (await Promise.all(namespaces.map((namespace) => listObjects<T>(kc, { ...options, namespace })))).flat();
+}
