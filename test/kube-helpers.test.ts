@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { EventsV1Api, KubeConfig } from '@kubernetes/client-node';
 import type { KubernetesObject, V1ConfigMap } from '@kubernetes/client-node';
 import {
-  AlreadyExistsError, applyObject, ConflictError, createObject, deleteObject, emitEvent, getObject, InvalidError, kubeRequest, listObjects, loadKubeConfig,
+  AlreadyExistsError, applyObject, ConflictError, createObject, deleteObject, emitEvent, getObject, getObjectOnce, InvalidError, kubeRequest, listObjects, loadKubeConfig,
   mergePatch, NotFoundError, patchStatus, replaceObject, resourcePath, setCondition,
 } from '../shared/kube/index.ts';
-import type { Condition } from '../shared/kube/index.ts';
+import type { Condition, ReadCache } from '../shared/kube/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 
@@ -222,4 +222,24 @@ test('kubeRequest: a status of 400 or more is a typed error naming the action; a
   gone.loadFromClusterAndUser({ name: 'gone', server: 'https://127.0.0.1:1', skipTLSVerify: true }, { name: 'nobody', token: 'x' });
   await assert.rejects(getObject(gone, { apiVersion: 'v1', kind: 'ConfigMap', namespace: 'default', name: 'x' }),
     /^Error: get ConfigMap default\/x failed: connect ECONNREFUSED 127\.0\.0\.1:1; check that the apiserver at https:\/\/127\.0\.0\.1:1 is reachable/);
+});
+
+test('getObjectOnce: one read per object and cache (the stored object, even after it changes); a failed read is not remembered', async () => {
+  const ref = { apiVersion: 'v1', kind: 'ConfigMap', namespace: ns, name: 'read-once' };
+  await createObject(cluster.kc, { ...ref, metadata: { name: ref.name, namespace: ns }, data: { v: '1' } } as KubernetesObject);
+  const cache: ReadCache = new Map();
+  const first = await getObjectOnce<V1ConfigMap & KubernetesObject>(cluster.kc, ref, cache);
+  await mergePatch(cluster.kc, ref, { data: { v: '2' } }, { fieldManager: 'fn-once' });
+  const second = await getObjectOnce<V1ConfigMap & KubernetesObject>(cluster.kc, ref, cache);
+  assert.equal(first?.data?.v, '1');
+  assert.equal(second, first, 'the cache answers the second read with the first');
+  assert.equal((await getObjectOnce<V1ConfigMap & KubernetesObject>(cluster.kc, ref, undefined))?.data?.v, '2', 'no cache: a fresh read');
+  assert.equal((await getObjectOnce<V1ConfigMap & KubernetesObject>(cluster.kc, ref, new Map()))?.data?.v, '2', 'a new cache: a fresh read');
+
+  const gone = new KubeConfig();
+  gone.loadFromClusterAndUser({ name: 'gone', server: 'https://127.0.0.1:1', skipTLSVerify: true }, { name: 'nobody', token: 'x' });
+  const failing: ReadCache = new Map();
+  await assert.rejects(getObjectOnce(gone, ref, failing), /ECONNREFUSED/);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(failing.size, 0, 'the failed read left the cache');
 });

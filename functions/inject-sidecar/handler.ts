@@ -12,9 +12,9 @@ import {
 } from '../../shared/api/index.ts';
 import type { AgentTemplate, Backup, Repository } from '../../shared/api/index.ts';
 import {
-  applyObject, ConflictError, conditionUnchanged, emitEvent, getObject, InvalidError, listObjects, mergePatch, patchStatus, setCondition,
+  applyObject, ConflictError, conditionUnchanged, emitEvent, getObject, getObjectOnce, InvalidError, listObjects, mergePatch, patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
-import type { Condition, ConditionInput, ObjectRef } from '../../shared/kube/index.ts';
+import type { Condition, ConditionInput, ObjectRef, ReadCache } from '../../shared/kube/index.ts';
 import { reconcileBatch } from '../../shared/runtime/index.ts';
 import type { BatchResult as SharedBatchResult } from '../../shared/runtime/index.ts';
 import { servesNamespace } from '../../shared/runtime/index.ts';
@@ -141,24 +141,14 @@ interface Context {
   options: HandlerOptions;
   lister: BackupLister;
   now: () => Date;
-  reads: Map<string, Promise<KubernetesObject | undefined>>;
+  /** the objects many Backups share (AgentTemplates, Repositories), read once per invocation */
+  reads: ReadCache;
 }
 
 function context(kc: KubeConfig, log: Logger, options: HandlerOptions, lister?: BackupLister): Context {
   return { kc, log, options, lister: lister ?? new BackupLister(kc, options.namespaces), now: options.now ?? (() => new Date()), reads: new Map() };
 }
 
-/** getObject, once per object and invocation (for the objects many Backups share). */
-function readShared(ctx: Context, ref: ObjectRef): Promise<KubernetesObject | undefined> {
-  const key = `${ref.apiVersion}/${ref.kind}/${ref.namespace ?? ''}/${ref.name}`;
-  let read = ctx.reads.get(key);
-  if (read === undefined) {
-    read = getObject(ctx.kc, ref);
-    ctx.reads.set(key, read);
-    read.catch(() => ctx.reads.delete(key)); // a failed read is not remembered
-  }
-  return read;
-}
 
 /**
  * The Backups in `namespace` whose targetRef names `target`: from the invocation's full list
@@ -380,8 +370,8 @@ async function reconcileWith(ctx: Context, key: BackupKey, how: ReconcileHow = {
   const ref = workloadRef(target.kind, namespace, target.name);
   // Independent reads, side by side.
   const [templateRaw, repoRaw, workload, competitors] = await Promise.all([
-    readShared(c, { apiVersion: API_VERSION, kind: 'AgentTemplate', name: templateName }),
-    readShared(c, { apiVersion: API_VERSION, kind: 'Repository', namespace: repoNamespace, name: spec.repository.name }),
+    getObjectOnce(c.kc, { apiVersion: API_VERSION, kind: 'AgentTemplate', name: templateName }, c.reads),
+    getObjectOnce(c.kc, { apiVersion: API_VERSION, kind: 'Repository', namespace: repoNamespace, name: spec.repository.name }, c.reads),
     ref === undefined ? undefined : getObject<Workload & KubernetesObject>(c.kc, ref),
     backupsTargeting(c, namespace, target),
   ]);

@@ -8,9 +8,9 @@ import {
 } from '../../shared/api/index.ts';
 import type { AgentTemplate, AppBinding, Backup, BackupTrigger, Repository } from '../../shared/api/index.ts';
 import {
-  AlreadyExistsError, ConflictError, conditionUnchanged, createObject, emitEvent, getObject, listInNamespaces, listObjects, patchStatus, setCondition,
+  AlreadyExistsError, ConflictError, conditionUnchanged, createObject, emitEvent, getObject, getObjectOnce, listInNamespaces, listObjects, patchStatus, setCondition,
 } from '../../shared/kube/index.ts';
-import type { Condition, ConditionInput } from '../../shared/kube/index.ts';
+import type { Condition, ConditionInput, ReadCache } from '../../shared/kube/index.ts';
 import { servesNamespace, TransientError } from '../../shared/runtime/index.ts';
 import {
   CONTROLLER, failedHosts, FIELD_MANAGER, HOST, hostFinished, isDatabaseBackup, JOB_CONDITION, jobName, jobOutcome, planDatabaseJob,
@@ -56,16 +56,20 @@ export type Resolution = { ok: true; value: Resolved } | { ok: false; reason: st
 const backupRef = (namespace: string, name: string) => ({ apiVersion: API_VERSION, kind: 'Backup', namespace, name });
 const triggerRef = (namespace: string, name: string) => ({ apiVersion: API_VERSION, kind: 'BackupTrigger', namespace, name });
 
-/** Reads what a database Backup refers to; names every missing or invalid object and the fix. */
-export async function resolveReferences(kc: KubeConfig, backup: Backup): Promise<Resolution> {
+/**
+ * Reads what a database Backup refers to; names every missing or invalid object and the fix.
+ * `reads`: a resync's shared reads, so Backups that name the same AgentTemplate or Repository
+ * read it once.
+ */
+export async function resolveReferences(kc: KubeConfig, backup: Backup, reads?: ReadCache): Promise<Resolution> {
   const namespace = backup.metadata.namespace ?? 'default';
   const spec = backup.spec;
   const templateName = agentName(spec.backupAgent);
   const repoNamespace = spec.repository.namespace ?? namespace;
   const [bindingRaw, templateRaw, repoRaw] = await Promise.all([
     getObject(kc, { apiVersion: APPCATALOG_API_VERSION, kind: 'AppBinding', namespace, name: spec.targetRef.name }),
-    getObject(kc, { apiVersion: API_VERSION, kind: 'AgentTemplate', name: templateName }),
-    getObject(kc, { apiVersion: API_VERSION, kind: 'Repository', namespace: repoNamespace, name: spec.repository.name }),
+    getObjectOnce(kc, { apiVersion: API_VERSION, kind: 'AgentTemplate', name: templateName }, reads),
+    getObjectOnce(kc, { apiVersion: API_VERSION, kind: 'Repository', namespace: repoNamespace, name: spec.repository.name }, reads),
   ]);
   const problems: { reason: string; message: string }[] = [];
   if (bindingRaw === undefined) {
@@ -241,12 +245,12 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
 
   /** Converges a database Backup: its condition, then every open run of it. */
   async function reconcileBackup(
-    namespace: string, name: string, log: Logger, triggers?: readonly BackupTrigger[], known?: Backup,
+    namespace: string, name: string, log: Logger, triggers?: readonly BackupTrigger[], known?: Backup, reads?: ReadCache,
   ): Promise<Record<string, TriggerResult>> {
     // `known`: the Backup as just listed (a resync, a referrer's event), not read again.
     const backup = known ?? await getObject<Backup>(kc, backupRef(namespace, name));
     if (backup === undefined || !isDatabaseBackup(backup)) return {};
-    const resolution = await resolveReferences(kc, backup);
+    const resolution = await resolveReferences(kc, backup, reads);
     const { condition } = readyCondition(backup, resolution);
     await setReady(backup, condition, log);
     const results: Record<string, TriggerResult> = {};
@@ -266,10 +270,11 @@ export function createLaunchDbJob(kc: KubeConfig, options: HandlerOptions = {}) 
     const backups = all.filter(isDatabaseBackup);
     const failures: string[] = [];
     const runs: Record<string, TriggerResult> = {};
+    const reads: ReadCache = new Map();
     for (const b of backups) {
       const namespace = b.metadata.namespace ?? 'default';
       try {
-        Object.assign(runs, Object.fromEntries(Object.entries(await reconcileBackup(namespace, b.metadata.name ?? '', log, triggers, b)).map(([k, v]) => [`${namespace}/${k}`, v])));
+        Object.assign(runs, Object.fromEntries(Object.entries(await reconcileBackup(namespace, b.metadata.name ?? '', log, triggers, b, reads)).map(([k, v]) => [`${namespace}/${k}`, v])));
       } catch (error) {
         failures.push(`Backup ${namespace}/${b.metadata.name ?? ''}: ${(error as Error).message}`);
       }

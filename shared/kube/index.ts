@@ -5,9 +5,9 @@ export {
 } from './errors.ts';
 export type { KubeStatus } from './errors.ts';
 export {
-  applyObject, createObject, deleteObject, describeRef, getObject, listInNamespaces, listObjects, mergePatch, patchStatus, pluralOf, replaceObject,
+  applyObject, createObject, deleteObject, describeRef, getObject, getObjectOnce, listInNamespaces, listObjects, mergePatch, patchStatus, pluralOf, replaceObject,
 } from './objects.ts';
-export type { ApplyOptions, DeleteOptions, ListOptions, ObjectRef, PatchOptions, StatusPatchOptions } from './objects.ts';
+export type { ApplyOptions, DeleteOptions, ListOptions, ObjectRef, PatchOptions, ReadCache, StatusPatchOptions } from './objects.ts';
 export { kubeRequest, kubeRequestRaw, resourcePath } from './http.ts';
 export type { Query, RawAnswer, RequestOptions } from './http.ts';
 export { conditionUnchanged, findCondition, isConditionTrue, kubeTime, removeCondition, setCondition } from './conditions.ts';

@@ -47,6 +47,26 @@ export async function getObject<T extends KubernetesObject = KubernetesObject>(k
   }
 }
 
+/**
+ * The reads of one invocation, shared: a resync of many Backups that name the same AgentTemplate
+ * or Repository reads each once. A failed read is not remembered. Make one per invocation, never
+ * longer: it holds no invalidation.
+ */
+export type ReadCache = Map<string, Promise<KubernetesObject | undefined>>;
+
+/** getObject through `cache` (when given): the same object is read once per cache. */
+export function getObjectOnce<T extends KubernetesObject = KubernetesObject>(kc: KubeConfig, ref: ObjectRef, cache: ReadCache | undefined): Promise<T | undefined> {
+  if (cache === undefined) return getObject<T>(kc, ref);
+  const key = `${ref.apiVersion}/${ref.kind}/${ref.namespace ?? ''}/${ref.name}`;
+  let read = cache.get(key);
+  if (read === undefined) {
+    read = getObject(kc, ref);
+    cache.set(key, read);
+    read.catch(() => cache.delete(key));
+  }
+  return read as Promise<T | undefined>;
+}
+
 export interface ApplyOptions {
   /** The function's name: each function owns its own fields (e.g. 'stash-inject-sidecar'). */
   fieldManager: string;
