@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane for the integration tests: etcd, kube-apiserver and
-# kube-controller-manager (no scheduler, no kubelet) as background processes on loopback.
+# kube-controller-manager (no scheduler, no kubelet: scripts/node.sh adds a node) as background
+# processes on loopback.
 #
 #   scripts/control-plane.sh up [--with-knative (the default) | --without-knative]
 #       start it (or, if it is already up, keep it), install the CRDs in shared/api/crds/ and Knative
@@ -141,6 +142,9 @@ EOF
     -days 3650 -sha256 -extfile "$PKI/apiserver.ext" -out "$PKI/apiserver.crt" 2>/dev/null
   client_cert admin stash-admin system:masters
   client_cert kube-controller-manager system:kube-controller-manager
+  # The apiserver's client certificate towards kubelets (pods/log, exec, port-forward on the test
+  # node, scripts/node.sh), which authorize it by a SubjectAccessReview: system:masters passes.
+  client_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
 }
@@ -187,6 +191,10 @@ start_all() {
     --initial-cluster "stash=http://127.0.0.1:$etcd_peer_port" --initial-cluster-state new \
     --unsafe-no-fsync --log-level warn
 
+  # PodTolerationRestriction (besides the default admission plugins) gives every pod of a namespace
+  # the tolerations in its scheduler.alpha.kubernetes.io/defaultTolerations annotation: that is how
+  # tests let pods onto the tainted test node (scripts/node.sh). The node's InternalIP is the
+  # address the apiserver reaches its kubelet at (its hostname resolves nowhere).
   start kube-apiserver "$apiserver_bin" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$apiserver_port" \
@@ -197,6 +205,9 @@ start_all() {
     --service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \
     --endpoint-reconciler-type none \
+    --enable-admission-plugins PodTolerationRestriction \
+    --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
     --allow-privileged=true --profiling=false --v=1
 
   local _

@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Installs everything the project needs on a fresh machine, and nothing twice:
-#   Debian packages (database servers and clients, sshd), Node 24 and the npm dependencies
-#   (npm ci, skipped when the lock file is unchanged), and every Go tool in scripts/tools/
-#   (built from the Go module proxy, cached by version in ~/.cache/stash/bin).
+#   Debian packages (database servers and clients, sshd, the test node's container runtime),
+#   Node 24 and the npm dependencies (npm ci, skipped when the lock file is unchanged), and every
+#   Go tool in scripts/tools/ (built from the Go module proxy, cached by version in
+#   ~/.cache/stash/bin).
 . "$(dirname "$0")/lib/common.sh"
 
 APT_PACKAGES=(postgresql postgresql-contrib mariadb-server mariadb-client redis-server redis-tools
-  openssh-server openssh-client openssl jq procps psmisc)
+  openssh-server openssh-client openssl jq procps psmisc
+  # The test node (scripts/node.sh): container runtime, CNI plugins, iptables for the gateway DNAT
+  # and the bridge plugin's masquerading.
+  containerd runc containernetworking-plugins iptables
+  # the design samples' workload image, busybox:latest (scripts/images.ts)
+  busybox-static)
 
 install_debian_packages() {
   local missing=()
@@ -19,7 +25,8 @@ install_debian_packages() {
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The system services are not used: tests start their own servers in temporary directories.
-  for s in postgresql mariadb redis-server ssh; do $sudo service "$s" stop >/dev/null 2>&1 || true; done
+  # scripts/node.sh runs its own containerd with its own socket and state.
+  for s in postgresql mariadb redis-server ssh containerd; do $sudo service "$s" stop >/dev/null 2>&1 || true; done
 }
 
 install_npm_dependencies() {

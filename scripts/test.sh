@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test: setup, lint, type-check, then all unit and integration tests in one
-# node:test run against a real control plane (started here, stopped at the end).
+# node:test run against a real control plane and a real node (started here, stopped at the end).
 . "$(dirname "$0")/lib/common.sh"
 export PATH="$REPO_ROOT/node_modules/.bin:$PATH"
 cd "$REPO_ROOT"
@@ -13,7 +13,10 @@ log "type-check"; npx tsc -p tsconfig.json
 "$REPO_ROOT/scripts/control-plane.sh" down >/dev/null 2>&1 || true
 kubeconfig_line="$("$REPO_ROOT/scripts/control-plane.sh" up | tail -1)"
 export "${kubeconfig_line?}"
-trap '"$REPO_ROOT/scripts/control-plane.sh" down >/dev/null 2>&1 || true' EXIT
+trap '"$REPO_ROOT/scripts/node.sh" down >/dev/null 2>&1 || true; "$REPO_ROOT/scripts/control-plane.sh" down >/dev/null 2>&1 || true' EXIT
+# The test node (containerd + kubelet + kube-scheduler) joined to it: pods in namespaces that
+# tolerate its taint really run.
+"$REPO_ROOT/scripts/node.sh" up >/dev/null
 
 log "tests"
 node --test --test-concurrency=2 \

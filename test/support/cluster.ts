@@ -1,8 +1,9 @@
 /**
  * The real Kubernetes control plane for integration tests (scripts/control-plane.sh): etcd,
  * kube-apiserver and kube-controller-manager on loopback, shared by every test process, with
- * Stash's CRDs (shared/api/crds/) and Knative Eventing's CRDs installed. There is no scheduler and
- * no kubelet: Pods stay Pending. Isolate tests with freshNamespace().
+ * Stash's CRDs (shared/api/crds/) and Knative Eventing's CRDs installed. The one node (a real
+ * kubelet: test/support/node.ts) is tainted, so Pods stay Pending except in a namespace made by
+ * nodeNamespace(). Isolate tests with freshNamespace().
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -86,13 +87,13 @@ function dnsLabel(prefix: string, suffix: string): string {
 }
 
 /**
- * Creates a namespace named `<prefix>-<random>` (labelled stash.test/namespace=true) and returns its
- * name. The control plane runs the namespace controller, so deleteNamespace() really empties it.
+ * Creates a namespace named `<prefix>-<random>` (labelled stash.test/namespace=true, with the
+ * given annotations) and returns its name. The control plane runs the namespace controller, so deleteNamespace() really empties it.
  */
-export async function freshNamespace(cluster: Cluster, prefix: string): Promise<string> {
+export async function freshNamespace(cluster: Cluster, prefix: string, annotations?: Record<string, string>): Promise<string> {
   const name = dnsLabel(prefix, randomBytes(4).toString('hex'));
   await cluster.kc.makeApiClient(CoreV1Api).createNamespace({
-    body: { metadata: { name, labels: { [testNamespaceLabel]: 'true' } } },
+    body: { metadata: { name, labels: { [testNamespaceLabel]: 'true' }, ...(annotations ? { annotations } : {}) } },
   });
   return name;
 }

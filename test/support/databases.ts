@@ -8,7 +8,7 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, writeFile, rm, chown, chmod, readFile } from 'node:fs/promises';
+import { appendFile, mkdtemp, writeFile, rm, chown, chmod, readFile } from 'node:fs/promises';
 import { existsSync, openSync, closeSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -123,6 +123,9 @@ export async function startPostgres(): Promise<PostgresServer> {
   await execFileAsync('runuser', ['-u', 'postgres', '--', path.join(POSTGRES_BIN, 'initdb'), '-D', data, '-U', 'postgres',
     '--auth=scram-sha-256', `--pwfile=${pwfile}`, '--encoding=UTF8', '--locale=C.UTF-8']);
   await rm(pwfile);
+  // Pods on the test node reach this loopback server through the node's DNAT from its bridge
+  // gateway (scripts/node.sh): they connect from the pod network, with the password like anyone.
+  await appendFile(path.join(data, 'pg_hba.conf'), 'host all all 0.0.0.0/0 scram-sha-256\n');
   const port = await freePort();
   const logFile = path.join(dir, 'postgres.log');
   await writeFile(logFile, '');
@@ -180,7 +183,9 @@ export async function startMariadb(): Promise<MariadbServer> {
   const quoted = `'${password.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
   await runClient('mariadb', ['--no-defaults', `--socket=${socket}`, '-uroot'], {},
     `ALTER USER root@localhost IDENTIFIED VIA mysql_native_password USING PASSWORD(${quoted});\n` +
-    `CREATE USER root@'127.0.0.1' IDENTIFIED BY ${quoted};\nGRANT ALL PRIVILEGES ON *.* TO root@'127.0.0.1' WITH GRANT OPTION;\nFLUSH PRIVILEGES;\n`);
+    `CREATE USER root@'127.0.0.1' IDENTIFIED BY ${quoted};\nGRANT ALL PRIVILEGES ON *.* TO root@'127.0.0.1' WITH GRANT OPTION;\n` +
+    // pods on the test node, through the node's DNAT to this loopback server (scripts/node.sh)
+    `CREATE USER root@'%' IDENTIFIED BY ${quoted};\nGRANT ALL PRIVILEGES ON *.* TO root@'%' WITH GRANT OPTION;\nFLUSH PRIVILEGES;\n`);
   const env = { MYSQL_PWD: password };
   const sql = (text: string, database?: string) =>
     runClient('mariadb', ['--no-defaults', '-h', '127.0.0.1', '-P', String(port), '-uroot', '--batch', '--skip-column-names', ...(database ? [database] : [])], env, text);

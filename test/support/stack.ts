@@ -53,12 +53,18 @@ export interface StackOptions {
   logLevel?: string;
   /** PingSource schedule (default `* * * * *`; mtping also takes a leading seconds field). */
   pingSchedule?: string;
+  /**
+   * The address at which agents reach the functions (default 127.0.0.1): the test node's pod
+   * gateway (test/support/node.ts) for agents that run in real pods. The functions listen on
+   * every address, so the host reaches them there too.
+   */
+  agentHost?: string;
 }
 
 export interface Stack {
   /** Each function's base URL, e.g. http://127.0.0.1:41234. */
   urls: Readonly<Record<StackFunction, string>>;
-  /** handle-trigger's URL: STASH_FUNCTIONS_URL of the functions, and what an agent must be given. */
+  /** handle-trigger's URL at agentHost: STASH_FUNCTIONS_URL of the functions, and what an agent must be given. */
   functionsUrl: string;
   systemNamespace: string;
   /** PingSource name per function (in systemNamespace). */
@@ -260,7 +266,7 @@ export async function startStack(options: StackOptions): Promise<Stack> {
     ports[fn] = port;
   }
   const urls = Object.fromEntries(FUNCTIONS.map((fn) => [fn, `http://127.0.0.1:${ports[fn]}`])) as Record<StackFunction, string>;
-  const functionsUrl = urls['handle-trigger'];
+  const functionsUrl = `http://${options.agentHost ?? '127.0.0.1'}:${ports['handle-trigger']}`;
   const env: Record<string, string> = {
     PATH: `${path.join(repoRoot, 'node_modules/.bin')}:${process.env.PATH ?? '/usr/bin:/bin'}`,
     HOME: process.env.HOME ?? '/tmp',

@@ -1,0 +1,3 @@
+module stash.local/build/pause
+
+go 1.24

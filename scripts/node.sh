@@ -1,0 +1,477 @@
+#!/usr/bin/env bash
+# A real Kubernetes node for the integration tests, joined to the control plane of
+# scripts/control-plane.sh: containerd 1.6 (Debian's, with runc and the CNI plugins), kube-scheduler
+# and a kubelet, all as background processes of this machine.
+#
+#   KUBECONFIG=<admin kubeconfig> scripts/node.sh up
+#       start it (or, if it is already up, keep it and re-import the images), wait until the Node is
+#       Ready. The LAST line of stdout is NODE=<name>; everything else goes to stderr.
+#   scripts/node.sh down      stop everything, kill every container, unmount, remove the bridge,
+#                             the iptables chain and the state (safe to run twice, or after a crash)
+#   scripts/node.sh status    exit 0 when containerd, kubelet and kube-scheduler run
+#
+# What runs:
+# - containerd with its own config, root, state, socket and runc root, all under the state dir
+#   ${STASH_NODE_DIR:-/tmp/stash-node} (never /var/lib/containerd or /run/containerd), overlayfs
+#   snapshotter, cgroupfs, network namespaces mounted under its state. Its CRI sandbox image is
+#   docker.io/library/stash-pause:0.1.0. The images come from `node scripts/images.ts build`
+#   (locally built OCI archives; no registry is reachable) and are imported into the namespace
+#   k8s.io under their normalized names (docker.io/library/<name>:<tag>), so pods must use
+#   imagePullPolicy IfNotPresent or Never (the default for a tag other than latest).
+# - kube-scheduler and a kubelet (1.34, cgroup v1 with the cgroupfs driver), both with a copy of the
+#   admin kubeconfig. The Node is stash-node, with InternalIP 10.88.0.1 (the address the apiserver
+#   reaches the kubelet at, with its client certificate; the kubelet serves a self-signed
+#   certificate and asks the apiserver to authorize each request).
+# - Pod network: the CNI bridge plugin on the bridge stash0 (10.88.0.0/16, gateway 10.88.0.1, made
+#   here before the kubelet starts) with host-local IPAM and portmap; containerd adds loopback.
+#   Pods are masqueraded when they leave the subnet (ipMasq), except towards the host itself.
+#   There is no kube-proxy and no cluster DNS: Service addresses do not route.
+#
+# Reaching host services from pods: every service the tests run listens on 127.0.0.1 (the
+# functions, PostgreSQL, MariaDB, Redis, the S3/rest/sftp servers). A pod reaches them at 10.88.0.1
+# with the same port: an iptables nat PREROUTING rule (in our own chain STASH-NODE-GATEWAY)
+# rewrites the destination of packets arriving on stash0 for 10.88.0.1 to 127.0.0.1, and
+# net.ipv4.conf.stash0.route_localnet=1 lets the kernel route packets to and from 127.0.0.1 over
+# that interface (it drops them as martians otherwise). The server sees the pod's own address as
+# the source. The kubelet's KUBE-FIREWALL chain lets these through because they were DNATed.
+# Services on the host itself do not change: they stay on loopback.
+#
+# The Node carries the taint stash.appscode.com/test-node=true:NoSchedule, so the many pods tests
+# create that are not meant to run (images that do not exist) stay Pending. Pods that should run here tolerate it by
+# namespace: annotate the namespace with
+#   scheduler.alpha.kubernetes.io/defaultTolerations: '[{"key":"stash.appscode.com/test-node","operator":"Exists","effect":"NoSchedule"}]'
+# and the apiserver's PodTolerationRestriction admission plugin (scripts/control-plane.sh) adds the
+# toleration to each pod of that namespace.
+#
+# Only one node per machine: the bridge, the subnet, the iptables chain, the kubepods cgroups and
+# the node name are global. Concurrent callers are serialized with a lock file beside the state dir.
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
+. "$(dirname "$0")/lib/common.sh"
+export PATH="$REPO_ROOT/node_modules/.bin:$PATH:/usr/sbin:/sbin"
+
+STATE="${STASH_NODE_DIR:-/tmp/stash-node}"
+LOCK="$STATE.lock"
+NODE_NAME=stash-node
+BRIDGE=stash0
+SUBNET=10.88.0.0/16
+GATEWAY=10.88.0.1
+CHAIN=STASH-NODE-GATEWAY
+CNI_NETWORK=stash-node
+TAINT_KEY=stash.appscode.com/test-node
+SOCK="$STATE/containerd.sock"
+RUNC_ROOT="$STATE/runc"
+COMPONENTS=(containerd kube-scheduler kubelet)
+READY_TIMEOUT="${STASH_NODE_TIMEOUT:-120}"
+
+take_lock() {
+  mkdir -p "$(dirname "$LOCK")"
+  exec 9>"$LOCK"
+  flock -w 600 9 || die "another scripts/node.sh held $LOCK for 10 minutes; check it with 'fuser $LOCK'"
+}
+
+[ "$(id -u)" -eq 0 ] || die "scripts/node.sh needs root (containerd, mounts, iptables, the bridge)"
+
+# pid_alive COMPONENT: true when the PID in its pid file still runs that component's binary, so a
+# recycled PID is never taken for ours (containerd is /usr/bin/containerd, the others
+# $STASH_BIN/NAME-VERSION).
+pid_alive() {
+  local pidfile="$STATE/$1.pid" pid argv0
+  [ -f "$pidfile" ] || return 1
+  pid="$(cat "$pidfile")"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  argv0="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)"
+  case "${argv0##*/}" in "$1" | "$1"-v*) return 0 ;; *) return 1 ;; esac
+}
+
+stop() {
+  local c="$1" pid _
+  if pid_alive "$c"; then
+    pid="$(cat "$STATE/$c.pid")"
+    log "stopping $c (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do pid_alive "$c" || break; sleep 0.1; done
+    if pid_alive "$c"; then kill -9 "$pid" 2>/dev/null || true; sleep 0.2; fi
+  fi
+  rm -f "$STATE/$c.pid"
+}
+
+# start COMPONENT BINARY ARGS...: a background process in its own session, logging to the state dir.
+start() {
+  local name="$1" bin="$2"; shift 2
+  setsid "$bin" "$@" </dev/null >"$STATE/$name.log" 2>&1 9>&- &
+  local pid=$! _
+  echo "$pid" >"$STATE/$name.pid"
+  for _ in $(seq 1 50); do pid_alive "$name" && break; sleep 0.05; done  # until setsid has exec'd
+  log "started $name (pid $pid, log $STATE/$name.log)"
+}
+
+fail_with_log() {
+  local name="$1" why="$2"
+  log "---- last lines of $STATE/$name.log ----"
+  tail -n 30 "$STATE/$name.log" >&2 || true
+  die "$why (logs in $STATE; 'scripts/node.sh down' wipes the state and 'up' starts afresh)"
+}
+
+ctr_() { ctr --address "$SOCK" --namespace k8s.io "$@"; }
+
+# ---------------------------------------------------------------------------------------------
+# down: every step tolerates what is already gone, and works without containerd (after a crash).
+
+# Our mount points (deepest first): kubelet volumes, container root filesystems, netns, the
+# kubelet's shared bind mount of its root dir.
+our_mounts() {
+  local real
+  real="$(realpath -m "$STATE")"
+  awk -v root="$real" '$5 == root || index($5, root "/") == 1 { print $5 }' /proc/self/mountinfo |
+    awk '{ print length($0) " " $0 }' | sort -rn | cut -d' ' -f2-
+}
+
+kill_containers() {
+  local id
+  # Every container of our runc root, whether or not containerd and its shims still run.
+  if [ -d "$RUNC_ROOT/k8s.io" ]; then
+    for id in $(runc --root "$RUNC_ROOT/k8s.io" list -q 2>/dev/null); do
+      runc --root "$RUNC_ROOT/k8s.io" kill "$id" KILL 2>/dev/null || true
+      runc --root "$RUNC_ROOT/k8s.io" delete --force "$id" 2>/dev/null || true
+    done
+  fi
+  # Then tidy containerd's view while it still runs (best effort: its state is removed anyway).
+  if pid_alive containerd; then
+    for id in $(ctr_ tasks list -q 2>/dev/null); do
+      ctr_ tasks kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+      ctr_ tasks delete --force "$id" >/dev/null 2>&1 || true
+    done
+  fi
+}
+
+# The shims of our containerd (argv has `-address $SOCK`); they outlive containerd by design.
+kill_shims() {
+  local p args
+  for p in /proc/[0-9]*; do
+    args="$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" || continue
+    case "$args" in *containerd-shim*" -address $SOCK "* | *containerd-shim*" -address $SOCK") kill -9 "${p#/proc/}" 2>/dev/null || true ;; esac
+  done
+}
+
+unmount_all() {
+  local m _
+  for _ in 1 2 3; do
+    while read -r m; do
+      [ -n "$m" ] || continue
+      umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+    done < <(our_mounts)
+    [ -z "$(our_mounts)" ] && return 0
+    sleep 0.5
+  done
+  die "still mounted under $STATE: $(our_mounts | tr '\n' ' ')(not removing it: a bind mount could lead outside)"
+}
+
+remove_network() {
+  local n
+  if iptables -t nat -S "$CHAIN" >/dev/null 2>&1; then
+    while iptables -t nat -D PREROUTING -j "$CHAIN" 2>/dev/null; do :; done
+    iptables -t nat -F "$CHAIN"
+    iptables -t nat -X "$CHAIN"
+  fi
+  # The bridge plugin's ipMasq rules of pods that never got a CNI DEL (their comment names our network).
+  while n="$(iptables -t nat -L POSTROUTING -n --line-numbers 2>/dev/null |
+    awk -v net="name: \"$CNI_NETWORK\"" '$2 ~ /^CNI-/ && index($0, net) { print $1 " " $2; exit }')" && [ -n "$n" ]; do
+    iptables -t nat -D POSTROUTING "${n%% *}"
+    iptables -t nat -F "${n#* }" 2>/dev/null || true
+    iptables -t nat -X "${n#* }" 2>/dev/null || true
+  done
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link delete "$BRIDGE"; fi
+}
+
+# The chains the kubelet makes (its canaries, the hint for kube-proxy, and KUBE-FIREWALL, which drops
+# packets for 127.0.0.0/8 from elsewhere unless they were DNATed, as ours are): we ran the only kubelet.
+remove_kubelet_chains() {
+  local cmd table chain
+  for cmd in iptables ip6tables; do
+    command -v "$cmd" >/dev/null || continue
+    while "$cmd" -t filter -D INPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+    while "$cmd" -t filter -D OUTPUT -j KUBE-FIREWALL 2>/dev/null; do :; done
+    for table in filter nat mangle; do
+      for chain in KUBE-FIREWALL KUBE-KUBELET-CANARY KUBE-IPTABLES-HINT; do
+        "$cmd" -t "$table" -S "$chain" >/dev/null 2>&1 || continue
+        "$cmd" -t "$table" -F "$chain" || true
+        "$cmd" -t "$table" -X "$chain" || true
+      done
+    done
+  done
+}
+
+# The kubelet's pod cgroups (cgroup v1, cgroupfs driver): only empty ones go, so nothing running is hurt.
+remove_cgroups() {
+  local d
+  for d in /sys/fs/cgroup/*/kubepods; do
+    if [ -d "$d" ]; then find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
+  done
+}
+
+delete_node_object() {
+  local kubectl
+  [ -f "$STATE/kubeconfig" ] || return 0
+  kubectl="$STASH_BIN/kubectl"
+  [ -x "$kubectl" ] || return 0
+  "$kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout 5s delete node "$NODE_NAME" --ignore-not-found --wait=false \
+    >/dev/null 2>&1 9>&- || log "could not delete Node $NODE_NAME (is the control plane down? then it is gone anyway)"
+}
+
+# The one path the kubelet does not let us move: its device-plugin socket (constant in its source).
+remove_device_plugin_socket() {
+  rm -f /var/lib/kubelet/device-plugins/kubelet.sock
+  rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true
+}
+
+teardown() {
+  stop kubelet
+  stop kube-scheduler
+  delete_node_object
+  kill_containers
+  stop containerd
+  kill_shims
+  unmount_all
+  remove_network
+  remove_kubelet_chains
+  remove_cgroups
+  remove_device_plugin_socket
+  rm -rf --one-file-system "$STATE"
+}
+
+# ---------------------------------------------------------------------------------------------
+# up
+
+setup_network() {
+  ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+  ip addr show dev "$BRIDGE" | grep -q "inet $GATEWAY/" || ip addr add "$GATEWAY/${SUBNET#*/}" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
+  iptables -t nat -N "$CHAIN" 2>/dev/null || iptables -t nat -F "$CHAIN"
+  iptables -t nat -A "$CHAIN" -i "$BRIDGE" -d "$GATEWAY/32" -j DNAT --to-destination 127.0.0.1 \
+    -m comment --comment "stash test node: pods reach host loopback services at the gateway"
+  iptables -t nat -C PREROUTING -j "$CHAIN" 2>/dev/null || iptables -t nat -I PREROUTING -j "$CHAIN"
+
+  mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
+  cat >"$STATE/cni/net.d/10-stash-node.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$CNI_NETWORK",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": true, "hairpinMode": true,
+      "ipam": {
+        "type": "host-local", "dataDir": "$STATE/cni/ipam",
+        "ranges": [[{ "subnet": "$SUBNET", "gateway": "$GATEWAY" }]],
+        "routes": [{ "dst": "0.0.0.0/0" }]
+      }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+EOF
+}
+
+write_containerd_config() {
+  local runc
+  runc="$(command -v runc)" || die "runc is not installed (scripts/setup.sh installs it)"
+  cat >"$STATE/containerd.toml" <<EOF
+version = 2
+root = "$STATE/containerd/root"
+state = "$STATE/containerd/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+[grpc]
+  address = "$SOCK"
+[ttrpc]
+  address = "$SOCK.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$STATE/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "docker.io/library/stash-pause:0.1.0"
+  netns_mounts_under_state_dir = true
+  # This machine grants root no CAP_SYS_RESOURCE, so runc cannot lower a container's oom_score_adj
+  # (pause gets -998, Guaranteed pods -997): cap them at containerd's own instead of failing.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "$runc"
+        Root = "$RUNC_ROOT"
+        SystemdCgroup = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$STATE/cni/net.d"
+    max_conf_num = 1
+EOF
+}
+
+# normalized REF: the name the CRI looks images up by (docker.io/library/ for a bare name).
+normalized() {
+  local ref="$1" first="${1%%/*}"
+  if [ "$first" = "$ref" ]; then echo "docker.io/library/$ref"
+  elif [[ "$first" == *.* || "$first" == *:* || "$first" == localhost ]]; then echo "$ref"
+  else echo "docker.io/$ref"; fi
+}
+
+import_images() {
+  local list ref archive want digest out imported name
+  log "building the images (node scripts/images.ts build)"
+  list="$(cd "$REPO_ROOT" && node scripts/images.ts build 9>&-)" || die "node scripts/images.ts build failed (see above)"
+  while read -r ref archive; do
+    [ -n "$ref" ] || continue
+    [ -f "$archive" ] || die "scripts/images.ts printed '$ref $archive' but there is no such file"
+    want="$(normalized "$ref")"
+    # Importing hundreds of MB takes seconds: skip an image containerd already has with this digest.
+    digest="$(tar -xOf "$archive" --wildcards '*index.json' 2>/dev/null | jq -r '.manifests[0].digest' 2>/dev/null)" || digest=""
+    if [ -n "$digest" ] && [ "$(ctr_ images ls "name==$want" | awk 'NR == 2 { print $3 }')" = "$digest" ]; then
+      log "image $want unchanged ($digest)"
+      continue
+    fi
+    out="$(ctr_ images import "$archive" 2>&1)" || die "importing $archive into containerd failed: $out"
+    # An OCI archive names its image by its own annotation (often just name:tag), so tag it with the
+    # normalized name and drop the other names the import made.
+    ctr_ images ls -q | grep -qxF "$want" || {
+      imported="$(sed -n 's/^unpacking \(.*\) (sha256:.*$/\1/p' <<<"$out" | head -n1)"
+      [ -n "$imported" ] || die "importing $archive gave no image name: $out"
+      ctr_ images tag --force "$imported" "$want" >/dev/null
+    }
+    while read -r name; do
+      [ -z "$name" ] || [ "$name" = "$want" ] || ctr_ images rm "$name" >/dev/null 2>&1 || true
+    done < <(sed -n 's/^unpacking \(.*\) (sha256:.*$/\1/p' <<<"$out")
+    log "image $want from $archive"
+  done <<<"$list"
+  ctr_ images ls -q | grep -qxF docker.io/library/stash-pause:0.1.0 ||
+    die "scripts/images.ts build gave no stash-pause:0.1.0, the sandbox image every pod needs"
+}
+
+write_kubelet_config() {
+  cat >"$STATE/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+containerRuntimeEndpoint: unix://$SOCK
+cgroupDriver: cgroupfs
+failSwapOn: false
+# Serves on the gateway only, so no port on host loopback is taken from the tests' services.
+address: $GATEWAY
+port: 10250
+readOnlyPort: 0
+healthzPort: 0
+# The apiserver's client certificate is signed by the cluster CA; tokens and every request's
+# permission are checked with the apiserver (TokenReview, SubjectAccessReview).
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $STATE/ca.crt}
+authorization:
+  mode: Webhook
+podLogsDir: $STATE/pod-logs
+volumePluginDir: $STATE/kubelet/volume-plugins
+registerWithTaints:
+- {key: $TAINT_KEY, value: "true", effect: NoSchedule}
+# Locally imported images can never be pulled again: never collect them, never evict for disk or
+# memory on a busy test machine ("0%" switches a signal off).
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {memory.available: "0%", nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%", imagefs.inodesFree: "0%"}
+serializeImagePulls: false
+EOF
+}
+
+node_ready() {
+  [ "$("$KUBECTL" --kubeconfig "$STATE/kubeconfig" --request-timeout 5s get node "$NODE_NAME" 9>&- \
+    -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
+}
+
+is_up() {
+  local c
+  for c in "${COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
+  node_ready
+}
+
+start_all() {
+  local kubelet_bin scheduler_bin
+  kubelet_bin="$("$REPO_ROOT/scripts/tools.sh" ensure kubelet 9>&- | tail -n1)"
+  scheduler_bin="$("$REPO_ROOT/scripts/tools.sh" ensure kube-scheduler 9>&- | tail -n1)"
+  command -v containerd >/dev/null || die "containerd is not installed (scripts/setup.sh installs it)"
+
+  teardown
+  mkdir -p "$STATE"
+  chmod 700 "$STATE"
+  cp "$KUBECONFIG" "$STATE/kubeconfig"
+  chmod 600 "$STATE/kubeconfig"
+  # The cluster CA, which signed the apiserver's client certificate towards kubelets.
+  "$KUBECTL" --kubeconfig "$STATE/kubeconfig" config view --raw --minify \
+    -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' 9>&- | base64 -d >"$STATE/ca.crt"
+  [ -s "$STATE/ca.crt" ] || die "the kubeconfig $KUBECONFIG has no certificate-authority-data"
+
+  setup_network
+  write_containerd_config
+  start containerd containerd --config "$STATE/containerd.toml"
+  local _
+  for _ in $(seq 1 100); do
+    pid_alive containerd || fail_with_log containerd "containerd exited during start"
+    ctr_ version >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  ctr_ version >/dev/null 2>&1 || fail_with_log containerd "containerd did not answer on $SOCK within 10s"
+  import_images
+
+  start kube-scheduler "$scheduler_bin" \
+    --kubeconfig "$STATE/kubeconfig" --authentication-kubeconfig "$STATE/kubeconfig" \
+    --authorization-kubeconfig "$STATE/kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false --profiling=false --v=1
+
+  write_kubelet_config
+  start kubelet "$kubelet_bin" \
+    --config "$STATE/kubelet.yaml" --kubeconfig "$STATE/kubeconfig" \
+    --root-dir "$STATE/kubelet" --cert-dir "$STATE/kubelet/pki" --hostname-override "$NODE_NAME" --node-ip "$GATEWAY" --v=1
+
+  for _ in $(seq 1 $((READY_TIMEOUT * 2))); do
+    pid_alive containerd || fail_with_log containerd "containerd exited"
+    pid_alive kube-scheduler || fail_with_log kube-scheduler "kube-scheduler exited during start"
+    pid_alive kubelet || fail_with_log kubelet "kubelet exited during start"
+    node_ready && return 0
+    sleep 0.5
+  done
+  fail_with_log kubelet "Node $NODE_NAME was not Ready within ${READY_TIMEOUT}s"
+}
+
+cmd_up() {
+  [ -f "${KUBECONFIG:-}" ] ||
+    die "set KUBECONFIG to the control plane's admin kubeconfig (the last line of 'scripts/control-plane.sh up')"
+  take_lock
+  KUBECTL="$("$REPO_ROOT/scripts/tools.sh" ensure kubectl 9>&- | tail -n1)"
+  if is_up && cmp -s "$KUBECONFIG" "$STATE/kubeconfig"; then
+    log "node already up (state in $STATE); importing the images again"
+    import_images
+  else
+    start_all
+    log "node $NODE_NAME is Ready"
+  fi
+  echo "NODE=$NODE_NAME"
+}
+
+cmd_down() {
+  take_lock
+  teardown
+  log "node down; removed $STATE"
+}
+
+cmd_status() {
+  local c ok=0
+  for c in "${COMPONENTS[@]}"; do
+    if pid_alive "$c"; then log "$c: running (pid $(cat "$STATE/$c.pid"))"; else log "$c: not running"; ok=1; fi
+  done
+  return "$ok"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  status) cmd_status ;;
+  *) die "usage: KUBECONFIG=... scripts/node.sh up | down | status" ;;
+esac

@@ -1,0 +1,7 @@
+# shellcheck shell=bash
+# kube-scheduler, from k8s.io/kubernetes through the wrapper module scripts/go/kube-apiserver.
+build_kube_scheduler() {
+  local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"
+  go_build_cached kube-scheduler "$KUBERNETES_VERSION" kube-apiserver k8s.io/kubernetes/cmd/kube-scheduler \
+    "-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor"
+}

@@ -1,0 +1,88 @@
+/**
+ * The test node (scripts/node.sh, started by scripts/test.sh after the control plane): a real
+ * kubelet with containerd and runc, the locally built images (scripts/images.ts), and
+ * kube-scheduler. The node is tainted, so only the pods of a namespace made by nodeNamespace()
+ * run there; every other test's pods stay Pending as before.
+ *
+ * Pods reach the host's loopback servers (the functions, databases, storage servers) at the
+ * pod network's gateway with the same port: the node DNATs the gateway address to 127.0.0.1.
+ * There is no cluster DNS and no Service routing, so a test gives pods addresses, not names.
+ */
+import { ApiException, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
+import type { Cluster } from './cluster.ts';
+import { freshNamespace } from './cluster.ts';
+import { waitFor } from './wait.ts';
+
+/** The Node scripts/node.sh registers. */
+export const NODE_NAME = 'stash-node';
+/** The taint of the test node, and the namespace annotation that lets a namespace's pods tolerate it. */
+export const NODE_TAINT_KEY = 'stash.appscode.com/test-node';
+const DEFAULT_TOLERATIONS = 'scheduler.alpha.kubernetes.io/defaultTolerations';
+
+/** The pod network's gateway on the host (the node's bridge): where pods reach host loopback ports. */
+export const podGateway = process.env.STASH_POD_GATEWAY ?? '10.88.0.1';
+
+/**
+ * A fresh namespace whose pods run on the test node. The annotation is there from the namespace's
+ * creation: added later, it can race the admission plugin's cache of the namespace.
+ */
+export function nodeNamespace(cluster: Cluster, prefix: string): Promise<string> {
+  return freshNamespace(cluster, prefix, {
+    [DEFAULT_TOLERATIONS]: JSON.stringify([{ key: NODE_TAINT_KEY, operator: 'Exists', effect: 'NoSchedule' }]),
+  });
+}
+
+/** A URL on the host as a pod reaches it: the same port at the gateway. */
+export function podUrl(hostUrl: string): string {
+  const url = new URL(hostUrl);
+  url.hostname = podGateway;
+  return url.toString().replace(/\/$/, '');
+}
+
+const core = (cluster: Cluster): CoreV1Api => cluster.kc.makeApiClient(CoreV1Api);
+
+/** Creates a pod once its namespace's default ServiceAccount exists (admission refuses it before). */
+export function createPodWhenReady(cluster: Cluster, namespace: string, pod: V1Pod): Promise<V1Pod> {
+  return waitFor(`pod ${namespace}/${pod.metadata?.name ?? '?'} to be created`, async () => {
+    try {
+      return await core(cluster).createNamespacedPod({ namespace, body: pod });
+    } catch (error) {
+      if (error instanceof ApiException && error.code === 403 && String(error.body).includes('serviceaccount')) return undefined;
+      throw error;
+    }
+  }, 20_000);
+}
+
+/** A container's log, as the kubelet serves it through the apiserver ('' when there is none yet). */
+export async function podLog(cluster: Cluster, namespace: string, name: string, container: string, previous = false): Promise<string> {
+  try {
+    return await core(cluster).readNamespacedPodLog({ namespace, name, container, previous });
+  } catch {
+    return '';
+  }
+}
+
+/** Everything the pod's containers logged, for an assertion message. */
+export async function podLogs(cluster: Cluster, pod: V1Pod): Promise<string> {
+  const namespace = pod.metadata?.namespace ?? '';
+  const name = pod.metadata?.name ?? '';
+  const names = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].map((c) => c.name);
+  const parts = await Promise.all(names.map(async (c) => `--- ${name}/${c}\n${await podLog(cluster, namespace, name, c)}`));
+  return parts.join('\n');
+}
+
+/** Waits until the pod is in one of `phases`; returns it. */
+export function podInPhase(cluster: Cluster, namespace: string, name: string, phases: readonly string[], timeoutMs = 120_000): Promise<V1Pod> {
+  return waitFor(`pod ${namespace}/${name} to be ${phases.join(' or ')}`, async () => {
+    const pod = await core(cluster).readNamespacedPod({ namespace, name });
+    return phases.includes(pod.status?.phase ?? '') ? pod : undefined;
+  }, timeoutMs, 500);
+}
+
+/** Waits until a pod matching the selector is Running with every container ready or running; returns it. */
+export function runningPod(cluster: Cluster, namespace: string, labelSelector: string, accept: (pod: V1Pod) => boolean = () => true, timeoutMs = 120_000): Promise<V1Pod> {
+  return waitFor(`a running pod ${labelSelector} in ${namespace}`, async () => {
+    const pods = await core(cluster).listNamespacedPod({ namespace, labelSelector });
+    return pods.items.find((p) => p.status?.phase === 'Running' && p.metadata?.deletionTimestamp === undefined && accept(p));
+  }, timeoutMs, 500);
+}
