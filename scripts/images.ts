@@ -54,6 +54,7 @@ interface ImageConfig {
   readonly Cmd?: readonly string[];
   readonly Env: readonly string[];
   readonly WorkingDir?: string;
+  readonly User?: string;
 }
 
 interface ImageSpec {
@@ -215,6 +216,8 @@ const IMAGES: readonly ImageSpec[] = [
       Entrypoint: ['/usr/local/bin/node', '/opt/stash/functions/main.ts'],
       Env: ['PATH=/usr/local/bin:/usr/bin:/bin', 'HOME=/tmp'],
       WorkingDir: '/opt/stash',
+      // nobody: the Knative Services run it with runAsNonRoot and a read-only root filesystem
+      User: '65534:65534',
     },
   },
 ];

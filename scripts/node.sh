@@ -25,7 +25,8 @@
 # - Pod network: the CNI bridge plugin on the bridge stash0 (10.88.0.0/16, gateway 10.88.0.1, made
 #   here before the kubelet starts) with host-local IPAM and portmap; containerd adds loopback.
 #   Pods are masqueraded when they leave the subnet (ipMasq), except towards the host itself.
-#   There is no kube-proxy and no cluster DNS: Service addresses do not route.
+#   There is no kube-proxy and no cluster DNS: Service addresses do not route, except the
+#   `kubernetes` Service's (below).
 #
 # Reaching host services from pods: every service the tests run listens on 127.0.0.1 (the
 # functions, PostgreSQL, MariaDB, Redis, the S3/rest/sftp servers). A pod reaches them at 10.88.0.1
@@ -34,6 +35,9 @@
 # net.ipv4.conf.stash0.route_localnet=1 lets the kernel route packets to and from 127.0.0.1 over
 # that interface (it drops them as martians otherwise). The server sees the pod's own address as
 # the source. The kubelet's KUBE-FIREWALL chain lets these through because they were DNATed.
+# The same chain stands in for kube-proxy for the one Service pods need: `kubernetes` (its
+# ClusterIP, port 443) goes to the apiserver's loopback port, so in-cluster clients (the functions'
+# image) work; the apiserver's certificate names that ClusterIP.
 # Services on the host itself do not change: they stay on loopback.
 #
 # The Node carries the taint stash.appscode.com/test-node=true:NoSchedule, so the many pods tests
@@ -250,6 +254,15 @@ setup_network() {
   iptables -t nat -N "$CHAIN" 2>/dev/null || iptables -t nat -F "$CHAIN"
   iptables -t nat -A "$CHAIN" -i "$BRIDGE" -d "$GATEWAY/32" -j DNAT --to-destination 127.0.0.1 \
     -m comment --comment "stash test node: pods reach host loopback services at the gateway"
+  # The one Service pods need without kube-proxy: `kubernetes` (in-cluster config: the functions'
+  # images run as pods with their ServiceAccounts), its ClusterIP:443 sent to the apiserver on loopback.
+  local api_ip api_port
+  api_ip="$("$KUBECTL" --kubeconfig "$KUBECONFIG" get service kubernetes -n default -o jsonpath='{.spec.clusterIP}' 9>&-)" ||
+    die "reading the kubernetes Service's ClusterIP failed"
+  api_port="$("$KUBECTL" --kubeconfig "$KUBECONFIG" config view --minify -o jsonpath='{.clusters[0].cluster.server}' 9>&- | sed -n 's|^https://127\.0\.0\.1:\([0-9]*\)$|\1|p')"
+  { [ -n "$api_ip" ] && [ -n "$api_port" ]; } || die "the kubeconfig's server is not https://127.0.0.1:<port>, or the kubernetes Service has no ClusterIP"
+  iptables -t nat -A "$CHAIN" -i "$BRIDGE" -d "$api_ip/32" -p tcp --dport 443 -j DNAT --to-destination "127.0.0.1:$api_port" \
+    -m comment --comment "stash test node: the kubernetes Service, in place of kube-proxy"
   iptables -t nat -C PREROUTING -j "$CHAIN" 2>/dev/null || iptables -t nat -I PREROUTING -j "$CHAIN"
 
   mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"

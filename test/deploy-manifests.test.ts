@@ -23,7 +23,6 @@ import {
   CustomObjectsApi,
   KubernetesObjectApi,
   PatchStrategy,
-  RbacAuthorizationV1Api,
   type KubernetesObject,
   type V1ClusterRole,
   type V1ClusterRoleBinding,
@@ -33,6 +32,7 @@ import { isMap, isScalar, isSeq, parseAllDocuments, parseDocument, type Node as 
 import { deleteNamespace, freshNamespace, useCluster, type Cluster } from './support/cluster.ts';
 import { guessResource } from './support/knative.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
+import { applyFunctionRbac } from './support/rbac.ts';
 import { isFunctionName } from '../functions/main.ts';
 import { API_ACCESS as EXPAND_TEMPLATE_ACCESS, HANDLED_KINDS as EXPAND_TEMPLATE_KINDS } from '../functions/expand-template/handler.ts';
 import { HANDLED_KINDS as INJECT_SIDECAR_KINDS } from '../functions/inject-sidecar/handler.ts';
@@ -502,24 +502,8 @@ describe('knative/ on the real control plane', () => {
       // fresh namespace standing in for stash-system.
       rbacNamespace = await freshNamespace(cluster, 'deploy-rbac');
       cleanups.push(() => deleteNamespace(cluster, rbacNamespace));
-      const rbac = cluster.kc.makeApiClient(RbacAuthorizationV1Api);
-      for (const role of ofKind('ClusterRole') as unknown as V1ClusterRole[]) {
-        const name = `${role.metadata?.name ?? ''}-${suffix}`;
-        await rbac.createClusterRole({ body: { ...role, metadata: { name, labels: { 'stash.test/rbac': suffix } } } });
-        cleanups.push(() => rbac.deleteClusterRole({ name }));
-      }
-      for (const binding of ofKind('ClusterRoleBinding') as unknown as V1ClusterRoleBinding[]) {
-        const name = `${binding.metadata?.name ?? ''}-${suffix}`;
-        await rbac.createClusterRoleBinding({
-          body: {
-            ...binding,
-            metadata: { name, labels: { 'stash.test/rbac': suffix } },
-            roleRef: { ...binding.roleRef, name: `${binding.roleRef.name}-${suffix}` },
-            subjects: binding.subjects?.map((s) => ({ ...s, namespace: rbacNamespace })),
-          },
-        });
-        cleanups.push(() => rbac.deleteClusterRoleBinding({ name }));
-      }
+      const applied = await applyFunctionRbac(cluster, rbacNamespace, suffix);
+      cleanups.push(() => applied.remove());
     });
 
     type Access = [verb: string, resource: string, group?: string];
