@@ -1,15 +1,21 @@
 // Recovery end to end (docs/recovery.md): run-recovery and handle-trigger as processes fed by
 // Knative's real adapters (test/support/stack.ts, as in test/e2e.test.ts), against the real control
-// plane; the pods run-recovery renders (a recovery Job's Pod, a Deployment's Pod with the recovery
-// init container) run through the kubelet stand-in (test/support/kubelet.ts) with their real env,
-// volumes and projected token, and actually recover.
+// plane; the pods run-recovery renders run on the real test node (scripts/node.sh: kubelet,
+// containerd, runc) from the locally built stash-agent and busybox images: the volume recovery
+// Job's Pod, the Deployment's Pods with the recovery init container (the kubelet runs it at every
+// start of a Pod; it recovers at the first start under IfNotRecovered and at every start under
+// Always) and the PostgreSQL recovery Job's Pod. The agents claim from and report to handle-trigger at the pod network's
+// gateway with their projected ServiceAccount token; the PostgreSQL test server on the host's
+// loopback is reached at the gateway too (the AppBinding's clientConfig.url).
 //
-// The snapshots are taken with the agent (standalone) as host-0, the host a Deployment's or a
-// database's backup writes, from the very paths the backup sidecar would see (the data directory
-// bind-mounted at the container path in a private mount namespace, as the kubelet stand-in does).
+// The snapshots are taken by the agent's standalone CLI in a pod on the node (the stash-agent
+// image): as host-0, the host a Deployment's or a database's backup writes, with the data
+// hostPath-mounted at the container path (/source/data), so the snapshot records the paths the
+// backup sidecar would; the repository is the same hostPath the Repository names.
 // The design's samples are used with the changes a local run needs: the Repository's backend is a
-// LOCAL hostPath directory instead of GCS, and the recovered volume a hostPath directory instead of
-// a PVC.
+// LOCAL hostPath directory instead of GCS, the recovered volume and the Deployment's data volume
+// hostPath directories instead of a PVC and a ConfigMap, and the AppBinding addresses the server
+// by url (there is no cluster DNS or Service routing on the test node).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -18,23 +24,20 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
-import type { V1Container, V1Deployment, V1Job, V1Pod, V1PodTemplateSpec, V1Volume } from '@kubernetes/client-node';
+import type { V1Container, V1Deployment, V1EnvVar, V1Job, V1Pod, V1PodTemplateSpec, V1Volume } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
 import { agentTemplate as agentTemplateSchema, appBinding as appBindingSchema, recovery as recoverySchema, repository as repositorySchema } from '../shared/api/index.ts';
 import { planInitContainer, planRecoveryJob } from '../functions/run-recovery/plan.ts';
 import type { Workload } from '../functions/run-recovery/plan.ts';
 import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from './support/cluster.ts';
+import { createPodWhenReady, nodeNamespace, podGateway, podInPhase, podLog, podLogs, runningPod } from './support/node.ts';
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
-import { runContainer } from './support/kubelet.ts';
-import type { ContainerRun } from './support/kubelet.ts';
 import { startStack } from './support/stack.ts';
 import type { Stack } from './support/stack.ts';
-import { repoRoot, toolPath } from './support/tools.ts';
+import { repoRoot } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
-import { runCaptured } from './support/run.ts';
-import type { Captured } from './support/run.ts';
 import { waitFor as eventually } from './support/wait.ts';
 
 const GROUP = 'stash.appscode.com';
@@ -127,26 +130,75 @@ async function randomTree(root: string, label: string): Promise<void> {
   await writeFile(path.join(root, 'nested/deeper/notes.txt'), `${randomBytes(32).toString('hex')}\n`.repeat(500));
 }
 
-const shellQuote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+const AGENT_IMAGE = 'stash-agent:0.1.0';
+/** Where the snapshot pods mount the Repository's storage Secret (its RESTIC_PASSWORD is the repository password). */
+const SECRET_DIR = '/etc/stash-repository';
+const PASSWORD_FILE = `${SECRET_DIR}/RESTIC_PASSWORD`;
 
-/**
- * The agent's standalone CLI, in a private mount namespace where each `binds` host directory is
- * bind-mounted at its container path (so a snapshot records the paths the pod sees).
- */
-function agentCli(args: string[], binds: Record<string, string> = {}, env: Record<string, string> = {}): Promise<Captured> {
-  const script = ['set -e'];
-  for (const [target, source] of Object.entries(binds)) script.push(`mkdir -p ${shellQuote(target)} && mount --bind ${shellQuote(source)} ${shellQuote(target)}`);
-  script.push(`exec ${[process.execPath, path.join(repoRoot, 'agent/bin/stash.js'), ...args].map(shellQuote).join(' ')}`);
-  const base: Record<string, string | undefined> = { ...process.env, STASH_RESTIC: toolPath('restic'), STASH_CACHE_DIR: path.join(dir, 'restic-cache'), ...env };
-  delete base.KUBECONFIG;
-  return runCaptured('unshare', ['-m', '--propagation', 'private', 'bash', '-c', script.join('\n')], base);
+/** A directory on the host, hostPath-mounted at `mountPath` in a pod. */
+interface HostMount { hostPath: string; mountPath: string }
+
+/** Each container's exit code (init containers first), from the kubelet's status. */
+function exitCodes(pod: V1Pod): Record<string, number | undefined> {
+  const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
+  return Object.fromEntries(statuses.map((s) => [s.name, s.state?.terminated?.exitCode]));
 }
 
-const lastJson = <T>(stdout: string): T => JSON.parse(stdout.trim().split('\n').at(-1) ?? '{}') as T;
+/** Waits for the pod to finish; it must have Succeeded (the message carries its logs and events). */
+async function succeededPod(namespace: string, name: string): Promise<V1Pod> {
+  let pod: V1Pod;
+  try {
+    pod = plain(await podInPhase(cluster, namespace, name, ['Succeeded', 'Failed'], 240_000));
+  } catch (error) {
+    const last = plain(await core().readNamespacedPod({ namespace, name }));
+    const events = await core().listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` });
+    throw new Error(`${String(error)}\nstatus: ${JSON.stringify(last.status)}\nevents:\n${events.items.map((e) => `${e.reason ?? ''}: ${e.message ?? ''}`).join('\n')}\n${await podLogs(cluster, last)}`, { cause: error });
+  }
+  assert.equal(pod.status?.phase, 'Succeeded', `pod ${namespace}/${name}: ${JSON.stringify(pod.status)}\n${await podLogs(cluster, pod)}`);
+  const codes = exitCodes(pod);
+  assert.ok(Object.keys(codes).length > 0 && Object.values(codes).every((c) => c === 0), `pod ${name} exit codes ${JSON.stringify(codes)}`);
+  return pod;
+}
 
-interface LocalRepository { repoDir: string; resticRepo: string; passwordFile: string }
+/**
+ * The agent's standalone CLI (`stash <step>...`) in a pod on the node, from the stash-agent image:
+ * each step a container, run in order (all but the last as init containers); `mounts` are hostPath
+ * volumes at their container paths, the storage Secret `local-secret` at SECRET_DIR. Waits for the
+ * pod to Succeed and returns each step's `{"type":"result"}` line.
+ */
+async function standalonePod(namespace: string, name: string, steps: string[][], mounts: HostMount[], env: V1EnvVar[] = []): Promise<Record<string, unknown>[]> {
+  const volumeMounts = [
+    ...mounts.map((m, i) => ({ name: `host-${i}`, mountPath: m.mountPath })),
+    { name: 'repository-secret', mountPath: SECRET_DIR, readOnly: true },
+  ];
+  const containers: V1Container[] = steps.map((args, i) => ({
+    name: `step-${i}-${args[0] ?? ''}`, image: AGENT_IMAGE, imagePullPolicy: 'IfNotPresent', command: ['stash', ...args], env, volumeMounts,
+  }));
+  await createPodWhenReady(cluster, namespace, {
+    metadata: { name },
+    spec: {
+      restartPolicy: 'Never',
+      initContainers: containers.slice(0, -1),
+      containers: containers.slice(-1),
+      volumes: [
+        ...mounts.map((m, i) => ({ name: `host-${i}`, hostPath: { path: m.hostPath, type: 'Directory' } })),
+        { name: 'repository-secret', secret: { secretName: 'local-secret' } },
+      ],
+    },
+  });
+  const pod = await succeededPod(namespace, name);
+  assert.equal(pod.spec?.nodeName, 'stash-node');
+  return Promise.all(containers.map(async (c) => {
+    const log = await podLog(cluster, namespace, name, c.name);
+    const result = log.split('\n').filter((l) => l.startsWith('{"type":"result"')).at(-1);
+    assert.ok(result, `${name}/${c.name} printed no result:\n${log}`);
+    return JSON.parse(result) as Record<string, unknown>;
+  }));
+}
 
-/** The Repository sample with a LOCAL hostPath backend (a temp dir) and its storage Secret; the restic repository initialised. */
+interface LocalRepository { repoDir: string; resticRepo: string }
+
+/** The Repository sample with a LOCAL hostPath backend (a temp dir) and its storage Secret. */
 async function localRepository(namespace: string): Promise<LocalRepository> {
   const repoDir = path.join(dir, namespace, 'repository');
   await mkdir(repoDir, { recursive: true });
@@ -154,29 +206,27 @@ async function localRepository(namespace: string): Promise<LocalRepository> {
   repository.spec.backend = { local: { mountPath: repoDir, subPath: 'repo', hostPath: { path: repoDir } }, storageSecretName: 'local-secret' };
   await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'local-secret', namespace }, stringData: { RESTIC_PASSWORD: PASSWORD } }));
   await applyYaml(cluster, stringify(repository));
-  const passwordFile = path.join(dir, namespace, 'password');
-  await writeFile(passwordFile, PASSWORD, { mode: 0o600 });
-  const resticRepo = path.join(repoDir, 'repo');
-  const init = await agentCli(['init', '--repo', resticRepo, '--password-file', passwordFile, '--json']);
-  assert.equal(init.code, 0, init.stderr);
-  return { repoDir, resticRepo, passwordFile };
+  return { repoDir, resticRepo: path.join(repoDir, 'repo') };
 }
 
-/** A snapshot of `dataDir` as the backup sidecar of a Deployment takes it: host-0, the directory at `containerPath`. */
-async function volumeSnapshot(repo: LocalRepository, dataDir: string, containerPath: string): Promise<string> {
-  const backup = await agentCli(['backup', '--repo', repo.resticRepo, '--password-file', repo.passwordFile, '--json', '--host', 'host-0', containerPath], { [containerPath]: dataDir });
-  assert.equal(backup.code, 0, backup.stderr);
-  const { snapshotId } = lastJson<{ snapshotId: string }>(backup.stdout);
+/**
+ * A snapshot of `dataDir` as the backup sidecar of a Deployment takes it: host-0, the directory at
+ * `containerPath`. A pod on the node initialises the repository, backs up and lists the snapshots.
+ */
+async function volumeSnapshot(namespace: string, repo: LocalRepository, dataDir: string, containerPath: string): Promise<string> {
+  const common = ['--repo', repo.resticRepo, '--password-file', PASSWORD_FILE, '--json'];
+  const [init, backup, list] = await standalonePod(namespace, 'take-snapshot', [
+    ['init', ...common],
+    ['backup', ...common, '--host', 'host-0', containerPath],
+    ['snapshots', ...common],
+  ], [{ hostPath: repo.repoDir, mountPath: repo.repoDir }, { hostPath: dataDir, mountPath: containerPath }]);
+  assert.equal(init?.ok, true, JSON.stringify(init));
+  const snapshotId = String(backup?.snapshotId);
   assert.match(snapshotId, /^[0-9a-f]{64}$/);
+  // The snapshot records the container path, as the sidecar's would.
+  const snapshots = (list?.snapshots ?? []) as { id: string; hostname: string; paths: string[] }[];
+  assert.deepEqual(snapshots.map((s) => [s.id, s.hostname, s.paths]), [[snapshotId, 'host-0', [containerPath]]]);
   return snapshotId;
-}
-
-/** Runs `containerName` of `pod` with the kubelet stand-in (handle-trigger's loopback URL for its Service). */
-function runPodContainer(pod: V1Pod, containerName: string, envOverrides: Record<string, string> = {}): Promise<ContainerRun> {
-  return runContainer({
-    cluster, pod, containerName, stateDir: path.join(dir, 'kubelet'),
-    envOverrides: { STASH_FUNCTIONS_URL: stack.functionsUrl, ...envOverrides }, timeoutMs: 240_000,
-  });
 }
 
 async function podOfJob(namespace: string, job: string): Promise<V1Pod> {
@@ -229,13 +279,16 @@ async function recoveryFinished(namespace: string, name: string, generation?: nu
 before(async () => {
   cluster = await useCluster();
   dir = await mkdtemp(path.join(os.tmpdir(), 'stash-e2e-recovery-'));
-  for (const key of Object.keys(ns) as (keyof typeof ns)[]) ns[key] = await freshNamespace(cluster, `e2e-rec-${key}`);
+  // The pods of these namespaces run on the test node; the system namespace only holds the PingSources.
+  for (const key of ['volume', 'workload', 'database'] as const) ns[key] = await nodeNamespace(cluster, `e2e-rec-${key}`);
+  ns.system = await freshNamespace(cluster, 'e2e-rec-system');
   await applyYaml(cluster, await readFile(path.join(repoRoot, 'shared/api/defaults/agent-templates.yaml'), 'utf8'));
   stack = await startStack({
     cluster,
     stateDir: path.join(dir, 'stack'),
     systemNamespace: ns.system,
     namespaces: [ns.volume, ns.workload, ns.database],
+    agentHost: podGateway, // the agents in the node's pods reach handle-trigger at the gateway
   });
 });
 
@@ -253,7 +306,7 @@ test('volume: the design\'s volume Recovery makes run-recovery create its Job; t
   const repo = await localRepository(namespace);
   const dataDir = path.join(dir, namespace, 'data');
   await randomTree(dataDir, 'volume');
-  const snapshotId = await volumeSnapshot(repo, dataDir, '/source/data');
+  const snapshotId = await volumeSnapshot(namespace, repo, dataDir, '/source/data');
 
   // The recovered volume: a hostPath directory with a stale file the snapshot lacks (a rollback removes it).
   const target = path.join(dir, namespace, 'recovered');
@@ -271,13 +324,16 @@ test('volume: the design\'s volume Recovery makes run-recovery create its Job; t
   assert.equal(ready.reason, 'JobCreated');
   assert.ok((await eventsOf(namespace, name)).some((e) => e.reason === 'RecoveryJobCreated'));
 
-  const pod = await podOfJob(namespace, job.metadata?.name ?? '');
-  assert.equal(pod.metadata?.ownerReferences?.[0]?.kind, 'Job');
-  assert.equal(pod.metadata?.ownerReferences?.[0]?.name, job.metadata?.name);
-  for (const container of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
-    const result = await runPodContainer(pod, container.name);
-    assert.equal(result.exitCode, 0, `container ${container.name} failed:\n${result.stderr.slice(-4000)}\n${result.stdout.slice(-2000)}`);
-  }
+  const created = await podOfJob(namespace, job.metadata?.name ?? '');
+  assert.equal(created.metadata?.ownerReferences?.[0]?.kind, 'Job');
+  assert.equal(created.metadata?.ownerReferences?.[0]?.name, job.metadata?.name);
+  // The kubelet runs the Job's Pod: its agent claims the Recovery from handle-trigger, restores and reports.
+  const pod = await succeededPod(namespace, created.metadata?.name ?? '');
+  assert.deepEqual(exitCodes(pod), { 'stash-recover': 0 });
+  await eventually(`Job ${job.metadata?.name ?? ''} to complete`, async () => {
+    const j = await cluster.kc.makeApiClient(BatchV1Api).readNamespacedJob({ namespace, name: job.metadata?.name ?? '' });
+    return j.status?.conditions?.some((c) => c.type === 'Complete' && c.status === 'True') && j.status.succeeded === 1 ? true : undefined;
+  }, 60_000);
 
   // The one path's content lands directly in the volume, byte for byte; the stale file is gone.
   const restored = await fileContents(target);
@@ -296,42 +352,44 @@ test('volume: the design\'s volume Recovery makes run-recovery create its Job; t
   assert.ok(events.every((e) => e.type === 'Normal'), JSON.stringify(events));
 });
 
-test('workload: a Deployment Recovery puts the init container in the pod template; its Pod recovers once (IfNotRecovered), then on every start (Always); deleting the Recovery restores the template exactly', { timeout: 300_000 }, async () => {
+test('workload: a Deployment Recovery puts the init container in the pod template; its Pod recovers once (IfNotRecovered), then on every start (Always); deleting the Recovery restores the template exactly', { timeout: 420_000 }, async () => {
   const namespace = ns.workload;
   const repo = await localRepository(namespace);
   const appDir = path.join(dir, namespace, 'app-data');
   await randomTree(appDir, 'workload');
-  const snapshotId = await volumeSnapshot(repo, appDir, '/data');
+  const snapshotId = await volumeSnapshot(namespace, repo, appDir, '/source/data');
   const snapshotTree = await fileContents(appDir);
   // The app's data is lost after the backup: a file changed, one deleted, one the snapshot lacks.
   await writeFile(path.join(appDir, 'index.html'), 'corrupted\n');
   await rm(path.join(appDir, 'nested/random.bin'));
   await writeFile(path.join(appDir, 'nested/junk.txt'), 'not in the snapshot\n');
 
-  // The design's Deployment (without its default-backup annotations), its data volume a hostPath at /data.
+  // The design's Deployment (without its default-backup annotations), its data volume at
+  // /source/data a hostPath directory instead of the ConfigMap.
   const demo = sample('11-deployment-default-backup.yaml', namespace) as Sample & { spec: { template: { spec: { containers: V1Container[]; volumes: unknown[] } } } };
   delete demo.metadata.annotations;
   demo.spec.template.spec.volumes = [{ name: 'source-data', hostPath: { path: appDir, type: 'Directory' } }];
-  const [app] = demo.spec.template.spec.containers;
-  assert.ok(app?.volumeMounts?.[0]);
-  app.volumeMounts[0].mountPath = '/data';
+  assert.equal(demo.spec.template.spec.containers[0]?.volumeMounts?.[0]?.mountPath, '/source/data');
   await applyYaml(cluster, stringify(demo));
   await eventually('the Deployment to settle', async () => {
     const d = await deployment(namespace);
     return d.status?.observedGeneration === d.metadata?.generation && d.status?.replicas === 1 ? d : undefined;
   });
   const original = await deployment(namespace);
+  const hasInit = (t: V1PodTemplateSpec | undefined): boolean => (t?.spec?.initContainers ?? []).some((c) => c.name === 'stash-recover');
+  // The app runs on the node before any Recovery (busybox, no init container).
+  const beforeRecovery = plain(await runningPod(cluster, namespace, 'app=stash-demo', (p) => !hasInit(p)));
+  assert.equal(beforeRecovery.spec?.nodeName, 'stash-node');
 
   // The design's "Recover into same Workload" sample: the volume recovery agent (the sample names the
-  // PostgreSQL one, which has no business in a busybox Deployment), paths = what the app mounts.
+  // PostgreSQL one, which has no business in a busybox Deployment); its paths (/source/data) are what the app mounts.
   const recovery = sample('04-recovery-workload.yaml', namespace) as Sample & { spec: { repository: { namespace?: string }; recoveryAgent: string; paths: string[] } };
   const name = 'recovery-database-demo';
   recovery.spec.repository.namespace = namespace;
   recovery.spec.recoveryAgent = 'stash-volume-recovery';
-  recovery.spec.paths = ['/data'];
+  assert.deepEqual(recovery.spec.paths, ['/source/data']);
   await applyYaml(cluster, stringify(recovery));
 
-  const hasInit = (t: V1PodTemplateSpec | undefined): boolean => (t?.spec?.initContainers ?? []).some((c) => c.name === 'stash-recover');
   const injected = await eventually('the recovery init container in the pod template', async () => {
     const d = await deployment(namespace);
     return hasInit(d.spec?.template) ? d : undefined;
@@ -357,50 +415,68 @@ test('workload: a Deployment Recovery puts the init container in the pod templat
   const ready = await eventually('Ready=True on the Recovery', async () => (await getRecovery(namespace, name))?.status?.conditions?.find((c) => c.type === 'Ready' && c.status === 'True'));
   assert.equal(ready.reason, 'InitContainerApplied');
 
-  // The Deployment controller rolls out a ReplicaSet whose Pods carry the init container (Pending: no kubelet).
-  const podWithInit = async (): Promise<V1Pod> => plain(await eventually('a Pod of the Deployment with the recovery init container', async () => {
-    const pods = await core().listNamespacedPod({ namespace, labelSelector: 'app=stash-demo' });
-    return pods.items
-      .filter((p) => p.metadata?.deletionTimestamp === undefined && (p.spec?.initContainers ?? []).some((c) => c.name === 'stash-recover'))
-      .sort((a, b) => String(b.metadata?.creationTimestamp ?? '').localeCompare(String(a.metadata?.creationTimestamp ?? '')))[0];
-  }, 60_000));
-  const pod = await podWithInit();
-  const rsName = pod.metadata?.ownerReferences?.find((o) => o.kind === 'ReplicaSet')?.name ?? '';
+  // Each start of the app is a new Pod the kubelet runs: the recovery init container first, then busybox.
+  const seen = new Set<string>([beforeRecovery.metadata?.name ?? '']);
+  const nextStart = async (what: string): Promise<{ pod: V1Pod; log: string }> => {
+    const pod = plain(await runningPod(cluster, namespace, 'app=stash-demo', (p) => hasInit(p) && !seen.has(p.metadata?.name ?? ''), 180_000));
+    const podName = pod.metadata?.name ?? '';
+    seen.add(podName);
+    const log = await podLog(cluster, namespace, podName, 'stash-recover');
+    const init = pod.status?.initContainerStatuses?.find((s) => s.name === 'stash-recover');
+    assert.equal(init?.state?.terminated?.exitCode, 0, `${what}: ${JSON.stringify(pod.status)}\n${log}`);
+    assert.equal(init?.restartCount, 0, `${what}: the init container ran once`);
+    assert.deepEqual(pod.spec?.initContainers?.map((c) => c.name), ['stash-recover']);
+    assert.equal(pod.spec?.nodeName, 'stash-node');
+    return { pod, log };
+  };
+  /** The app restarts: its Pod is deleted and the ReplicaSet makes a new one. */
+  const restart = async (pod: V1Pod): Promise<void> => {
+    await core().deleteNamespacedPod({ namespace, name: pod.metadata?.name ?? '', gracePeriodSeconds: 1 });
+  };
+
+  // First start (the rollout of the new template): the init container restores /source/data to the snapshot (the junk file removed).
+  const first = await nextStart('first start');
+  const rsName = first.pod.metadata?.ownerReferences?.find((o) => o.kind === 'ReplicaSet')?.name ?? '';
   const rs = await apps().readNamespacedReplicaSet({ namespace, name: rsName });
   assert.equal(rs.metadata?.ownerReferences?.[0]?.kind, 'Deployment');
   assert.equal(rs.metadata?.ownerReferences?.[0]?.name, 'stash-demo');
-  assert.deepEqual(pod.spec?.initContainers?.map((c) => c.name), ['stash-recover']);
-
-  // First start: the init container restores /data to the snapshot (the junk file removed).
-  const first = await runPodContainer(pod, 'stash-recover');
-  assert.equal(first.exitCode, 0, `${first.stderr.slice(-4000)}\n${first.stdout.slice(-2000)}`);
+  assert.doesNotMatch(first.log, /already recovered/);
   assert.deepEqual(await fileContents(appDir), snapshotTree);
   const r1 = await recoveryFinished(namespace, name);
   assert.equal(r1.status?.phase, 'Succeeded', JSON.stringify(r1.status));
-  assert.deepEqual(r1.status?.recoveredHosts?.map((h) => [h.host, h.phase, h.snapshotId, h.generation, h.pod]), [['host-0', 'Succeeded', snapshotId, r1.metadata.generation, pod.metadata?.name]]);
+  assert.deepEqual(r1.status?.recoveredHosts?.map((h) => [h.host, h.phase, h.snapshotId, h.generation, h.pod]), [['host-0', 'Succeeded', snapshotId, r1.metadata.generation, first.pod.metadata?.name]]);
   await eventually('a RecoverySucceeded Event', async () => ((await eventsOf(namespace, name)).some((e) => e.reason === 'RecoverySucceeded') ? true : undefined));
 
   // Second start, IfNotRecovered: the claim answers 204, the agent exits 0 and restores nothing.
   await writeFile(path.join(appDir, 'index.html'), 'changed by the app after the recovery\n');
-  const second = await runPodContainer(await podWithInit(), 'stash-recover');
-  assert.equal(second.exitCode, 0, second.stderr.slice(-4000));
-  assert.match(second.stdout + second.stderr, /already recovered/);
+  await restart(first.pod);
+  const second = await nextStart('second start');
+  assert.match(second.log, /already recovered \(recoveryPolicy IfNotRecovered\): nothing to do/);
   assert.equal(await readFile(path.join(appDir, 'index.html'), 'utf8'), 'changed by the app after the recovery\n');
-  assert.equal((await getRecovery(namespace, name))?.status?.phase, 'Succeeded');
+  const r2 = await getRecovery(namespace, name);
+  assert.equal(r2?.status?.phase, 'Succeeded');
+  // The host's entry is still the first start's: the second pod recovered nothing.
+  assert.deepEqual(r2?.status?.recoveredHosts?.map((h) => [h.host, h.phase, h.generation, h.pod]), [['host-0', 'Succeeded', r1.metadata.generation, first.pod.metadata?.name]]);
 
   // recoveryPolicy Always (the design's "Auto Recovery"): every start recovers.
   await custom().patchNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'recoveries', namespace, name, body: [{ op: 'add', path: '/spec/recoveryPolicy', value: 'Always' }] });
   const generation = (await getRecovery(namespace, name))?.metadata.generation ?? 0;
   assert.ok(generation > r1.metadata.generation);
+  let previous = second.pod;
   for (const start of ['third', 'fourth']) {
-    const run = await runPodContainer(await podWithInit(), 'stash-recover');
-    assert.equal(run.exitCode, 0, `${start} start: ${run.stderr.slice(-4000)}`);
-    assert.doesNotMatch(run.stdout, /already recovered/);
+    await restart(previous);
+    const run = await nextStart(`${start} start`);
+    assert.doesNotMatch(run.log, /already recovered/);
     assert.deepEqual(await fileContents(appDir), snapshotTree, `${start} start restores the snapshot`);
-    const r = await recoveryFinished(namespace, name, generation);
+    const r = await eventually(`the ${start} start's report`, async () => {
+      const got = await getRecovery(namespace, name);
+      return got?.status?.recoveredHosts?.some((h) => h.pod === run.pod.metadata?.name) ? got : undefined;
+    }, 30_000);
     assert.equal(r.status?.phase, 'Succeeded', JSON.stringify(r.status));
-    assert.deepEqual(r.status?.recoveredHosts?.map((h) => [h.host, h.phase, h.snapshotId, h.generation]), [['host-0', 'Succeeded', snapshotId, generation]]);
+    assert.deepEqual(r.status?.recoveredHosts?.map((h) => [h.host, h.phase, h.snapshotId, h.generation, h.pod]), [['host-0', 'Succeeded', snapshotId, generation, run.pod.metadata?.name]]);
     await writeFile(path.join(appDir, 'index.html'), `changed by the app after the ${start} start\n`);
+    await rm(path.join(appDir, 'nested/deeper/notes.txt'));
+    previous = run.pod;
   }
 
   // Deleting the Recovery removes exactly what was added (its delete event through the adapter).
@@ -409,9 +485,13 @@ test('workload: a Deployment Recovery puts the init container in the pod templat
   const restored = await deployment(namespace);
   assert.ok(!hasInit(restored.spec?.template));
   assert.deepEqual(restored.spec?.template, original.spec?.template);
+  // The app starts again without recovering: the data stays as the app left it.
+  const released = plain(await runningPod(cluster, namespace, 'app=stash-demo', (p) => !hasInit(p) && !seen.has(p.metadata?.name ?? ''), 180_000));
+  assert.deepEqual(released.spec?.initContainers ?? [], []);
+  assert.equal(await readFile(path.join(appDir, 'index.html'), 'utf8'), 'changed by the app after the fourth start\n');
 });
 
-test('database: the design\'s PostgreSQL Recovery makes run-recovery create its Job; the Job\'s containers run in order and restore the database', { timeout: 300_000 }, async () => {
+test('database: the design\'s PostgreSQL Recovery makes run-recovery create its Job; the Job\'s Pod restores the database through the pod network\'s gateway', { timeout: 300_000 }, async () => {
   const namespace = ns.database;
   postgres = await startPostgres();
   await postgres.psql('CREATE DATABASE mydb;');
@@ -422,16 +502,24 @@ test('database: the design\'s PostgreSQL Recovery makes run-recovery create its 
   assert.match(want, /^500\/1:item-1:1\.5,/);
 
   const repo = await localRepository(namespace);
-  const appBinding = sample('05-appbinding.yaml', namespace) as unknown as { spec: { clientConfig: { service: { port: number } } } };
-  appBinding.spec.clientConfig.service.port = postgres.port; // the AppBinding's Service port = the real server's port
+  // The AppBinding addresses the real server at the pod network's gateway (no Service routing on the node).
+  const appBinding = sample('05-appbinding.yaml', namespace) as unknown as { spec: { clientConfig: { service?: unknown; url?: string } } };
+  delete appBinding.spec.clientConfig.service;
+  appBinding.spec.clientConfig.url = `postgres://${podGateway}:${postgres.port}`;
   await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'quick-postgres-auth', namespace }, stringData: { POSTGRES_USER: postgres.user, POSTGRES_PASSWORD: postgres.password } }));
   await applyYaml(cluster, stringify(appBinding));
 
   // The snapshot: the agent's database backup as host-0 (the host a database backup Job writes), of
   // all databases (the design's default; the Recovery sample names none, so it recovers such a snapshot).
-  const backup = await agentCli(['backup', '--repo', repo.resticRepo, '--password-file', repo.passwordFile, '--json', '--host', 'host-0',
-    '--db-type', 'postgres', '--db-host', postgres.host, '--db-port', String(postgres.port), '--db-user', postgres.user], {}, { DB_PASSWORD: postgres.password });
-  assert.equal(backup.code, 0, backup.stderr);
+  // A pod on the node dumps the server through the gateway, with the password from the AppBinding's Secret.
+  const common = ['--repo', repo.resticRepo, '--password-file', PASSWORD_FILE, '--json'];
+  const [init, backup] = await standalonePod(namespace, 'take-snapshot', [
+    ['init', ...common],
+    ['backup', ...common, '--host', 'host-0', '--db-type', 'postgres', '--db-host', podGateway, '--db-port', String(postgres.port), '--db-user', postgres.user],
+  ], [{ hostPath: repo.repoDir, mountPath: repo.repoDir }], [{ name: 'DB_PASSWORD', valueFrom: { secretKeyRef: { name: 'quick-postgres-auth', key: 'POSTGRES_PASSWORD' } } }]);
+  assert.equal(init?.ok, true, JSON.stringify(init));
+  const snapshotIds = ((backup?.snapshots ?? []) as { snapshotId: string }[]).map((s) => s.snapshotId);
+  assert.ok(snapshotIds.length > 0 && snapshotIds.every((id) => /^[0-9a-f]{64}$/.test(id)), JSON.stringify(backup));
 
   // The data is lost.
   await postgres.psql('DELETE FROM items WHERE id > 100; UPDATE items SET name = \'broken\';', 'mydb');
@@ -443,18 +531,21 @@ test('database: the design\'s PostgreSQL Recovery makes run-recovery create its 
   const name = 'recovery-database-demo';
   const job = await jobOf(namespace, `${name}-recovery`);
   await assertPlannedJob(namespace, name, 'pg-recovery', job, 'quick-postgres');
-  const pod = await podOfJob(namespace, job.metadata?.name ?? '');
-  assert.deepEqual([...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])].map((c) => c.name), ['pg-recovery', 'stash-update-status']);
-  for (const container of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
-    // DB_HOST: the AppBinding's Service stands for the loopback address of the real server.
-    const result = await runPodContainer(pod, container.name, { DB_HOST: '127.0.0.1' });
-    assert.equal(result.exitCode, 0, `container ${container.name} failed:\n${result.stderr.slice(-4000)}\n${result.stdout.slice(-2000)}`);
-  }
+  const created = await podOfJob(namespace, job.metadata?.name ?? '');
+  const containers = [...(created.spec?.initContainers ?? []), ...(created.spec?.containers ?? [])];
+  assert.deepEqual(containers.map((c) => c.name), ['pg-recovery', 'stash-update-status']);
+  // The recovering container's connection comes from the AppBinding's url: the gateway and the server's port.
+  const env = (n: string): string | undefined => containers[0]?.env?.find((e) => e.name === n)?.value;
+  assert.deepEqual([env('DB_HOST'), env('DB_PORT')], [podGateway, String(postgres.port)], 'pg-recovery: the AppBinding\'s url');
+  // The kubelet runs the Pod: pg-recovery restores into the server through the gateway, then the status container.
+  const pod = await succeededPod(namespace, created.metadata?.name ?? '');
+  assert.deepEqual(exitCodes(pod), { 'pg-recovery': 0, 'stash-update-status': 0 });
   assert.equal(await rows(), want);
 
   const r = await recoveryFinished(namespace, name);
   assert.equal(r.status?.phase, 'Succeeded', JSON.stringify(r.status));
   assert.deepEqual(r.status?.recoveredHosts?.map((h) => [h.host, h.phase]), [['host-0', 'Succeeded']]);
-  assert.match(r.status?.recoveredHosts?.[0]?.snapshotId ?? '', /^[0-9a-f]{64}$/);
+  assert.ok(snapshotIds.includes(r.status?.recoveredHosts?.[0]?.snapshotId ?? ''), `${JSON.stringify(r.status)} recovers one of ${JSON.stringify(snapshotIds)}`);
+  assert.deepEqual(r.status?.recoveredHosts?.map((h) => h.pod), [pod.metadata?.name]);
   await eventually('a RecoverySucceeded Event', async () => ((await eventsOf(namespace, name)).some((e) => e.reason === 'RecoverySucceeded') ? true : undefined));
 });
