@@ -1,10 +1,15 @@
-// The agent's in-cluster mode end to end on the real control plane: a Deployment (its Pods made by
-// the real controllers), a Backup with a local (hostPath) Repository, inject-sidecar's reconcile
-// puts the sidecar in the pod template, and the real handle-trigger server runs on a loopback
-// port. The sidecar container of a real Pod runs through the kubelet stand-in (env, Secret and
-// token volumes as the pod spec gives them; only STASH_FUNCTIONS_URL points at the loopback
-// server), claims the BackupTriggers, backs up with real restic and reports; the snapshot is then
-// restored with the standalone CLI and compared byte for byte. The agent has no API rights.
+// The agent's in-cluster mode end to end on the real control plane and the test node: a Deployment
+// (its Pods made by the real controllers, run by the real kubelet with containerd and runc), a
+// Backup with a local (hostPath) Repository; inject-sidecar's reconcile puts the sidecar in the pod
+// template, the rollout's new Pod runs it from the locally built stash-agent image, and the real
+// handle-trigger server (in this process, on every address) is reached by the pod at the node's
+// bridge gateway. The sidecar claims the BackupTriggers, backs up with real restic and reports; the
+// snapshot is then restored with the standalone CLI on the host and compared byte for byte. The
+// agent has no API rights (no API token in the pod; only its audience-stash token and the Secret
+// files the kubelet mounts). The init and update-repo-status commands run in real Pods whose spec
+// is the sidecar Pod's with that container's args changed; the database Job launch-db-job makes
+// runs on the node against the host's PostgreSQL, reached through the AppBinding's url at the
+// gateway. Outcomes come from pod status (exit codes) and pods/log.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -12,16 +17,16 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1ContainerStatus, V1Pod } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { createHandleTriggerServer } from '../functions/handle-trigger/index.ts';
 import { reconcileBackup } from '../functions/inject-sidecar/handler.ts';
 import { createLaunchDbJob } from '../functions/launch-db-job/handler.ts';
-import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
+import { mergePatch } from '../shared/kube/index.ts';
+import { applyYaml, deleteNamespacesReleasing, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
-import { runContainer } from './support/kubelet.ts';
-import type { ContainerRun } from './support/kubelet.ts';
+import { createPodWhenReady, nodeNamespace, podGateway, podInPhase, podLog, podLogs, runningPod } from './support/node.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
 import { runCaptured } from './support/run.ts';
@@ -31,17 +36,21 @@ import { waitFor } from './support/wait.ts';
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
 const PASSWORD = `incluster-${randomBytes(6).toString('hex')}`;
+const AGENT_IMAGE = 'stash-agent:0.1.0';
+const KEEP_FINALIZER = 'stash.test/keep-for-status';
 const log = pino({ level: process.env.LOG_LEVEL ?? 'warn' });
 
 let cluster: Cluster;
 let ns: string;
 let dir: string;
-/** The kubelet stand-in's state (emptyDirs, Secret files): not under /tmp, which the pod's emptyDir covers. */
-let kubeletDir: string;
 let dataDir: string;
 let repoDir: string;
 let templateName: string;
 let server: Awaited<ReturnType<ReturnType<typeof createHandleTriggerServer>['listen']>> | undefined;
+/** handle-trigger as pods reach it: its port at the node's bridge gateway. */
+let agentUrl: string;
+/** The Deployment's Pod with the sidecar, as the controllers made it (the first test). */
+let sidecarPod: V1Pod | undefined;
 
 const core = (): CoreV1Api => cluster.kc.makeApiClient(CoreV1Api);
 const custom = (): CustomObjectsApi => cluster.kc.makeApiClient(CustomObjectsApi);
@@ -74,19 +83,85 @@ async function finishedRun(name: string): Promise<Trigger> {
   return waitFor(`run ${name} to finish`, async () => {
     const t = await getCustom<Trigger>('backuptriggers', name);
     return t?.status?.phase === 'Succeeded' || t?.status?.phase === 'Failed' ? t : undefined;
-  }, 120_000);
+  }, 180_000);
 }
 
 function cli(args: readonly string[]): Promise<Captured> {
   return runCaptured(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], { ...process.env, STASH_RESTIC: toolPath('restic') });
 }
 
+function deploymentYaml(replicas: number): string {
+  return `
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: ${replicas}
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      # No API token in the pod: the agent works with the Secret files and its audience-stash token only.
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 30
+      containers:
+      - name: web
+        image: stash-pause:0.1.0
+        imagePullPolicy: IfNotPresent
+        volumeMounts: [{name: data, mountPath: /srv/app-data}]
+      volumes: [{name: data, hostPath: {path: ${dataDir}, type: Directory}}]
+`;
+}
+
+/** A container's status in a pod (init containers included). */
+function statusOf(pod: V1Pod, container: string): V1ContainerStatus | undefined {
+  return [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].find((s) => s.name === container);
+}
+
+/**
+ * A Pod that runs one container of `source` once, with `args` instead of its own: the source pod's
+ * spec (volumes, env, ServiceAccount, tolerations) with only that container, restartPolicy Never.
+ * It carries no labels, so no controller adopts it.
+ */
+function oneShot(source: V1Pod, name: string, container: string, args: string[]): V1Pod {
+  const spec = plain(source.spec);
+  assert.ok(spec, `pod ${source.metadata?.name ?? ''} has no spec`);
+  const c = spec.containers.find((x) => x.name === container);
+  assert.ok(c, `pod ${source.metadata?.name ?? ''} has no container ${container}`);
+  delete spec.nodeName; // the scheduler places it
+  delete spec.priority; // admission computes it again
+  return { metadata: { name }, spec: { ...spec, restartPolicy: 'Never', initContainers: undefined, containers: [{ ...c, args }] } };
+}
+
+/** Creates `pod`, waits until it ends; its status and its container's log. */
+async function runToEnd(pod: V1Pod, container: string): Promise<{ pod: V1Pod; exitCode: number | undefined; log: string }> {
+  const name = pod.metadata?.name ?? '';
+  await createPodWhenReady(cluster, ns, pod);
+  let ended: V1Pod;
+  try {
+    ended = await podInPhase(cluster, ns, name, ['Succeeded', 'Failed'], 180_000);
+  } catch (error) {
+    const now = await core().readNamespacedPod({ namespace: ns, name });
+    throw new Error(`${(error as Error).message}\nstatus: ${JSON.stringify(now.status)}\n${await podLogs(cluster, now)}`, { cause: error });
+  }
+  return { pod: ended, exitCode: statusOf(ended, container)?.state?.terminated?.exitCode, log: await podLog(cluster, ns, name, container) };
+}
+
+/** The JSON lines of a log (the agent's --json output), skipping anything else. */
+function jsonLines(text: string): Record<string, unknown>[] {
+  return text.split('\n').filter((l) => l.startsWith('{')).flatMap((l) => {
+    try {
+      return [JSON.parse(l) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
 
 before(async () => {
   cluster = await useCluster();
-  ns = await freshNamespace(cluster, 'agent-incluster');
+  ns = await nodeNamespace(cluster, 'agent-incluster');
   dir = await mkdtemp(path.join(os.tmpdir(), 'stash-incluster-'));
-  kubeletDir = await mkdtemp('/var/tmp/stash-incluster-kubelet-');
   dataDir = path.join(dir, 'app-data');
   repoDir = path.join(dir, 'repository');
   await mkdir(path.join(dataDir, 'sub'), { recursive: true });
@@ -95,22 +170,26 @@ before(async () => {
   await writeFile(path.join(dataDir, 'sub/b.bin'), randomBytes(300_000));
   await writeFile(path.join(dataDir, 'skip.tmp'), 'excluded');
 
+  // On every address (the runtime's default): the host calls it at 127.0.0.1, pods at the gateway.
   server = await createHandleTriggerServer({
     kc: cluster.kc, timing: { leaseDurationSeconds: 6, pendingTimeoutSeconds: 600 }, logger: log,
-  }).listen(0, { host: '127.0.0.1' });
+  }).listen(0);
+  agentUrl = `http://${podGateway}:${server.port}`;
 
   await waitFor('ServiceAccount default', async () => {
     const sas = await core().listNamespacedServiceAccount({ namespace: ns });
     return sas.items.some((s) => s.metadata?.name === 'default') ? true : undefined;
   });
   templateName = `${ns}-volume-backup`;
+  // The design's volume-backup AgentTemplate, with the image the node has (never pulled).
   await applyYaml(cluster, `
 apiVersion: stash.appscode.com/v1alpha2
 kind: AgentTemplate
 metadata: {name: ${templateName}}
 spec:
   containers:
-  - image: appscode/stash:0.8.2
+  - image: ${AGENT_IMAGE}
+    imagePullPolicy: IfNotPresent
     name: stash-backup
     args:
     - backup
@@ -135,22 +214,7 @@ spec:
     storageSecretName: repo-secret
     local: {mountPath: /stash-repo, subPath: app, hostPath: {path: ${repoDir}}}
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      # No API token in the pod: the agent works with the Secret files and its audience-stash token only.
-      automountServiceAccountToken: false
-      containers:
-      - name: web
-        image: registry.k8s.io/pause:3.10
-        volumeMounts: [{name: data, mountPath: /srv/app-data}]
-      volumes: [{name: data, hostPath: {path: ${dataDir}}}]
+${deploymentYaml(1)}
 ---
 apiVersion: stash.appscode.com/v1alpha2
 kind: Backup
@@ -168,41 +232,41 @@ spec:
 
 after(async () => {
   await server?.close();
-  if (cluster) {
+  if (cluster && ns) {
+    // Release any pod the first test kept for its status, so the namespace can go.
+    const pods = await core().listNamespacedPod({ namespace: ns }).catch(() => ({ items: [] as V1Pod[] }));
+    for (const p of pods.items.filter((x) => x.metadata?.finalizers?.includes(KEEP_FINALIZER))) {
+      await mergePatch(cluster.kc, { apiVersion: 'v1', kind: 'Pod', namespace: ns, name: p.metadata?.name ?? '' }, { metadata: { finalizers: null } }, { fieldManager: 'stash-test' }).catch(() => undefined);
+    }
     await custom().deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: 'agenttemplates', name: templateName }).catch(() => undefined);
-    await deleteNamespace(cluster, ns);
+    // The Backup keeps inject-sidecar's finalizer, and no inject-sidecar is left to release it.
+    await deleteNamespacesReleasing(cluster, [ns], 'backups');
   }
   await rm(dir, { recursive: true, force: true });
-  await rm(kubeletDir, { recursive: true, force: true });
 });
 
-test('the sidecar of a real Pod claims runs through handle-trigger, backs up, applies retention and reports; the snapshot restores byte for byte', { timeout: 300_000 }, async () => {
-  const outcome = await reconcileBackup(cluster.kc, { namespace: ns, name: 'app' }, log, { functionsUrl: server?.url ?? '', namespaces: [ns] });
+test('the sidecar of a real Deployment Pod claims runs through handle-trigger, backs up, applies retention and reports; the snapshot restores byte for byte', { timeout: 420_000 }, async () => {
+  const outcome = await reconcileBackup(cluster.kc, { namespace: ns, name: 'app' }, log, { functionsUrl: agentUrl, namespaces: [ns] });
   assert.equal(outcome, 'injected');
-  const pod = await waitFor('a Pod of Deployment web with the sidecar', async () => {
-    const pods = await core().listNamespacedPod({ namespace: ns, labelSelector: 'app=web' });
-    return pods.items.find((p) => p.spec?.containers.some((c) => c.name === 'stash-backup'));
-  });
+  // The rollout's new Pod, running on the node with the app and the sidecar.
+  const pod = await runningPod(cluster, ns, 'app=web', (p) => p.spec?.containers.some((c) => c.name === 'stash-backup') === true
+    && (p.status?.containerStatuses ?? []).length === 2 && (p.status?.containerStatuses ?? []).every((s) => s.state?.running !== undefined), 180_000);
+  sidecarPod = pod;
+  const podName = pod.metadata?.name ?? '';
   const sidecarSpec = pod.spec?.containers.find((c) => c.name === 'stash-backup');
-  assert.ok(sidecarSpec?.env?.some((e) => e.name === 'STASH_FUNCTIONS_URL'), 'the sidecar is told where handle-trigger is');
+  assert.equal(sidecarSpec?.env?.find((e) => e.name === 'STASH_FUNCTIONS_URL')?.value, agentUrl, 'the sidecar is told where handle-trigger is');
+  assert.equal(sidecarSpec?.image, AGENT_IMAGE);
+  assert.ok(!pod.spec?.volumes?.some((v) => v.name.startsWith('kube-api-access')), 'the pod has no API token');
 
-  // The kubelet stand-in creates missing mount points on the host and removes them when its
-  // container ends; removing a mount point detaches it in every mount namespace, so a parallel
-  // test's container ending would unmount ours (seen: the token vanished mid-run). Mount points
-  // that exist beforehand are left alone by every run.
-  for (const m of sidecarSpec?.volumeMounts ?? []) await mkdir(m.mountPath, { recursive: true });
-
-  await createTrigger('app-run-1');
-  const abort = new AbortController();
-  let exited: ContainerRun | undefined;
-  const sidecar = runContainer({
-    cluster, pod: plain<V1Pod>(pod), containerName: 'stash-backup', stateDir: path.join(kubeletDir, 'sidecar'),
-    envOverrides: { STASH_FUNCTIONS_URL: server?.url ?? '' }, signal: abort.signal, timeoutMs: 280_000,
-  });
-  void sidecar.then((r) => { exited = r; });
-  let first: Trigger | undefined;
-  let second: Trigger | undefined;
+  const sidecarLog = (): Promise<string> => podLog(cluster, ns, podName, 'stash-backup');
+  const withLog = async (error: unknown): Promise<Error> => {
+    const now = await core().readNamespacedPod({ namespace: ns, name: podName }).catch(() => pod);
+    return new Error(`${(error as Error).message}\nsidecar status: ${JSON.stringify(statusOf(now, 'stash-backup'))}\nits log:\n${(await sidecarLog()).slice(-6000)}`, { cause: error });
+  };
+  let first: Trigger;
+  let second: Trigger;
   try {
+    await createTrigger('app-run-1');
     first = await finishedRun('app-run-1');
     assert.equal(first.status?.phase, 'Succeeded', JSON.stringify(first.status));
     // A second run after a change: the sidecar keeps claiming; retention (keepLast 1) forgets the first snapshot.
@@ -210,22 +274,33 @@ test('the sidecar of a real Pod claims runs through handle-trigger, backs up, ap
     await createTrigger('app-run-2');
     second = await finishedRun('app-run-2');
     assert.equal(second.status?.phase, 'Succeeded', JSON.stringify(second.status));
-    assert.equal(exited, undefined, `the sidecar keeps running between runs: ${exited?.stderr.slice(-2000) ?? ''}`);
+    // The agent prints each run as a JSON line once it has reported it.
+    const runs = await waitFor('the sidecar to log both runs', async () => {
+      const lines = jsonLines(await sidecarLog()).filter((l) => l.type === 'run');
+      return lines.length >= 2 ? lines : undefined;
+    }, 30_000);
+    assert.deepEqual(runs.map((r) => [r.trigger, r.phase]), [['app-run-1', 'Succeeded'], ['app-run-2', 'Succeeded']]);
   } catch (error) {
-    abort.abort();
-    const r = await sidecar;
-    throw new Error(`${(error as Error).message}\nsidecar exit ${r.exitCode}, its log:\n${r.stderr.slice(-6000)}\n${r.stdout.slice(-2000)}`, { cause: error });
+    throw await withLog(error);
   }
-  abort.abort();
-  const result = await sidecar;
-  assert.equal(result.exitCode, 0, `SIGTERM stops the sidecar cleanly:\n${result.stderr.slice(-3000)}`);
-  const runs = result.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { type: string; phase?: string; trigger?: string });
-  assert.deepEqual(runs.filter((r) => r.type === 'run').map((r) => [r.trigger, r.phase]), [['app-run-1', 'Succeeded'], ['app-run-2', 'Succeeded']]);
+  const between = statusOf(await core().readNamespacedPod({ namespace: ns, name: podName }), 'stash-backup');
+  assert.ok(between?.state?.running !== undefined && between.restartCount === 0, `the sidecar keeps running between runs: ${JSON.stringify(between)}`);
 
-  assert.ok(first && second);
+  // Scale the Deployment to 0: the kubelet stops the pod with SIGTERM. A finalizer keeps the Pod
+  // object (and the kubelet's last status of it) until the exit code has been read.
+  await mergePatch(cluster.kc, { apiVersion: 'v1', kind: 'Pod', namespace: ns, name: podName }, { metadata: { finalizers: [KEEP_FINALIZER] } }, { fieldManager: 'stash-test' });
+  await applyYaml(cluster, deploymentYaml(0), ns);
+  const stopped = await waitFor('the kubelet to stop the sidecar', async () => {
+    const p = await core().readNamespacedPod({ namespace: ns, name: podName });
+    return statusOf(p, 'stash-backup')?.state?.terminated;
+  }, 120_000).catch(async (error: unknown) => { throw await withLog(error); });
+  assert.equal(stopped.exitCode, 0, `SIGTERM stops the sidecar cleanly: ${JSON.stringify(stopped)}`);
+  await mergePatch(cluster.kc, { apiVersion: 'v1', kind: 'Pod', namespace: ns, name: podName }, { metadata: { finalizers: null } }, { fieldManager: 'stash-test' });
+
   const snapshotOf = (t: Trigger): string => t.status?.hosts?.find((h) => h.host === 'host-0')?.snapshotId ?? t.status?.snapshotId ?? '';
   const snapshotId = snapshotOf(second);
   assert.match(snapshotId, /^[0-9a-f]{64}$/, JSON.stringify(second.status));
+  assert.notEqual(snapshotOf(first), snapshotId);
   const repo = await getCustom<{ status?: { snapshotCount?: number; totalSize?: number; integrity?: string; lastCheckTime?: string } }>('repositories', 'repo');
   assert.equal(repo?.status?.snapshotCount, 1, `retention kept one snapshot: ${JSON.stringify(repo?.status)}`);
   // The first run found the repository never checked: its agent ran `restic check` and reported it clean.
@@ -235,14 +310,16 @@ test('the sidecar of a real Pod claims runs through handle-trigger, backs up, ap
   const backup = await getCustom<{ status?: { lastSnapshotId?: string } }>('backups', 'app');
   assert.equal(backup?.status?.lastSnapshotId, snapshotId);
 
-  // Restore with the standalone CLI and compare bytes with the source.
+  // Restore with the standalone CLI on the host and compare bytes with the source.
   const passwordFile = path.join(dir, 'password');
   await writeFile(passwordFile, PASSWORD, { mode: 0o600 });
   const listed = await cli(['snapshots', '--repo', path.join(repoDir, 'app'), '--password-file', passwordFile, '--json']);
   assert.equal(listed.code, 0, listed.stderr);
-  const snaps = (JSON.parse(listed.stdout.trim().split('\n').at(-1) ?? '{}') as { snapshots: { id: string; hostname: string; tags: string[] }[] }).snapshots;
+  const snaps = (JSON.parse(listed.stdout.trim().split('\n').at(-1) ?? '{}') as { snapshots: { id: string; hostname: string; paths: string[]; tags: string[] }[] }).snapshots;
   assert.deepEqual(snaps.map((s) => s.id), [snapshotId]);
   assert.equal(snaps[0]?.hostname, 'host-0');
+  // The container's path: the pod backed up its own mount of the data.
+  assert.deepEqual(snaps[0]?.paths, ['/srv/app-data']);
   assert.ok(snaps[0]?.tags.includes(`stash.appscode.com/backup=app`));
   const target = path.join(dir, 'restored');
   const restored = await cli(['recover', '--repo', path.join(repoDir, 'app'), '--password-file', passwordFile, '--snapshot', snapshotId, '--target', target]);
@@ -252,30 +329,25 @@ test('the sidecar of a real Pod claims runs through handle-trigger, backs up, ap
   assert.deepEqual(await fileContents(path.join(target, 'srv/app-data')), want);
 });
 
-test('init checks the Secret files and token without API rights; update-repo-status without a Pushgateway says the status was reported', { timeout: 120_000 }, async () => {
-  const pod = await waitFor('the Pod with the sidecar', async () => {
-    const pods = await core().listNamespacedPod({ namespace: ns, labelSelector: 'app=web' });
-    return pods.items.find((p) => p.spec?.containers.some((c) => c.name === 'stash-backup'));
-  });
-  // The same container, with the init and update-repo-status commands (as the database template runs them).
-  const asCommand = (args: string[]): V1Pod => {
-    const copy = plain<V1Pod>(pod);
-    const c = copy.spec?.containers.find((x) => x.name === 'stash-backup');
-    if (c) c.args = args;
-    return copy;
-  };
-  const init = await runContainer({ cluster, pod: asCommand(['init', '--backup-name=$(BACKUP_NAME)', '--json']), containerName: 'stash-backup', stateDir: path.join(kubeletDir, 'init') });
-  assert.equal(init.exitCode, 0, init.stderr);
-  const initResult = JSON.parse(init.stdout.trim().split('\n').at(-1) ?? '{}') as { ok: boolean; secretKeys: string[] };
-  assert.deepEqual([initResult.ok, initResult.secretKeys], [true, ['RESTIC_PASSWORD']]);
-  assert.ok(!init.stdout.includes(PASSWORD) && !init.stderr.includes(PASSWORD), 'the password is never printed');
+test('init checks the Secret files and token without API rights; update-repo-status without a Pushgateway says the status was reported (real Pods with the sidecar\'s spec)', { timeout: 300_000 }, async () => {
+  const source = sidecarPod;
+  assert.ok(source, 'the first test made the Deployment\'s Pod with the sidecar');
+  // The sidecar container of the rendered Pod, with the init and update-repo-status commands (as the database template runs them).
+  const init = await runToEnd(oneShot(source, 'sidecar-init', 'stash-backup', ['init', '--backup-name=$(BACKUP_NAME)', '--json']), 'stash-backup');
+  assert.equal(init.exitCode, 0, `${JSON.stringify(init.pod.status)}\n${init.log}`);
+  assert.equal(init.pod.status?.phase, 'Succeeded');
+  const initResult = jsonLines(init.log).filter((l) => l.type === 'result').at(-1) as { ok?: boolean; command?: string; secretKeys?: string[] } | undefined;
+  assert.deepEqual([initResult?.command, initResult?.ok, initResult?.secretKeys], ['init', true, ['RESTIC_PASSWORD']], init.log);
+  assert.ok(!init.log.includes(PASSWORD), 'the password is never printed');
 
-  const status = await runContainer({ cluster, pod: asCommand(['update-repo-status', '--backup-name=$(BACKUP_NAME)', '--pushgateway-url=$(PUSH_GATEWAY_URL)', '--metrics-dir=/tmp/metrics.txt']), containerName: 'stash-backup', stateDir: path.join(kubeletDir, 'status') });
-  assert.equal(status.exitCode, 0, status.stderr);
-  assert.match(status.stdout, /reported to handle-trigger by the backup step/);
+  const status = await runToEnd(oneShot(source, 'sidecar-update-status', 'stash-backup',
+    ['update-repo-status', '--backup-name=$(BACKUP_NAME)', '--pushgateway-url=$(PUSH_GATEWAY_URL)', '--metrics-dir=/tmp/metrics.txt']), 'stash-backup');
+  assert.equal(status.exitCode, 0, `${JSON.stringify(status.pod.status)}\n${status.log}`);
+  assert.equal(status.pod.status?.phase, 'Succeeded');
+  assert.match(status.log, /reported to handle-trigger by the backup step/);
 });
 
-test('a database Job from launch-db-job: init, backup (one claim, connection from env) and update-repo-status exit 0; the dump restores with the standalone CLI', { timeout: 300_000 }, async () => {
+test('a database Job from launch-db-job runs on the node: init, backup (one claim, connection from the AppBinding url at the gateway) and update-repo-status exit 0 in order; the dump restores with the standalone CLI', { timeout: 420_000 }, async () => {
   const pg = await startPostgres();
   try {
     await pg.psql('CREATE DATABASE shop;');
@@ -289,14 +361,17 @@ kind: AgentTemplate
 metadata: {name: ${dbTemplate}}
 spec:
   initContainers:
-  - {image: appscode/stash:0.8.2, name: stash-init, args: [init, --backup-name=$(BACKUP_NAME)]}
-  - {image: appscode/stash:0.8.2, name: dump, args: [backup, --backup-name=$(BACKUP_NAME), --json]}
+  - {image: ${AGENT_IMAGE}, imagePullPolicy: IfNotPresent, name: stash-init, args: [init, --backup-name=$(BACKUP_NAME)]}
+  - {image: ${AGENT_IMAGE}, imagePullPolicy: IfNotPresent, name: dump, args: [backup, --backup-name=$(BACKUP_NAME), --json]}
   containers:
-  - image: appscode/stash:0.8.2
+  - image: ${AGENT_IMAGE}
+    imagePullPolicy: IfNotPresent
     name: stash-update-status
     args: [update-repo-status, --backup-name=$(BACKUP_NAME), --pushgateway-url=$(PUSH_GATEWAY_URL), --metrics-dir=/tmp/metrics.txt]
 `);
     try {
+      // No cluster DNS or Service routing on the node: the AppBinding gives the database's address
+      // as a url, the host's PostgreSQL at the pod network's gateway.
       await applyYaml(cluster, `
 apiVersion: v1
 kind: Secret
@@ -308,7 +383,7 @@ kind: AppBinding
 metadata: {name: pg}
 spec:
   type: kubedb.com/postgres
-  clientConfig: {service: {name: pg, port: ${pg.port}, scheme: postgresql}}
+  clientConfig: {url: "postgres://${podGateway}:${pg.port}"}
   secret: {name: pg-auth}
 ---
 apiVersion: stash.appscode.com/v1alpha2
@@ -337,33 +412,47 @@ spec: {targetBackup: {name: db}, origin: Manual}
 `, ns);
       const res = await fetch(`${server?.url ?? ''}/invoke`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'BackupTrigger', namespace: ns, name: 'db-run-1' }) });
       assert.equal(res.status, 202, await res.text());
-      const launcher = createLaunchDbJob(cluster.kc, { functionsUrl: server?.url ?? '', namespace: ns });
+      const launcher = createLaunchDbJob(cluster.kc, { functionsUrl: agentUrl, namespace: ns });
       const launched = await waitFor('launch-db-job to create the Job', async () => {
         const r = await launcher.reconcileTrigger(ns, 'db-run-1', log);
         return r === 'created' || r === 'job-exists' || r === 'already-created' ? r : undefined;
       });
       assert.ok(launched);
-      const pod = plain<V1Pod>(await waitFor('the Job\'s Pod', async () => {
+      const created = await waitFor('the Job\'s Pod', async () => {
         const pods = await core().listNamespacedPod({ namespace: ns, labelSelector: 'batch.kubernetes.io/job-name' });
         return pods.items.find((p) => p.metadata?.ownerReferences?.some((o) => o.kind === 'Job'));
-      }));
-      const containers = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
-      for (const c of containers) for (const m of c.volumeMounts ?? []) await mkdir(m.mountPath, { recursive: true });
-      const outputs: Record<string, ContainerRun> = {};
-      for (const c of containers) {
-        const r = await runContainer({
-          cluster, pod, containerName: c.name, stateDir: path.join(kubeletDir, 'job'),
-          envOverrides: { DB_HOST: '127.0.0.1', STASH_FUNCTIONS_URL: server?.url ?? '' }, timeoutMs: 240_000,
-        });
-        outputs[c.name] = r;
-        assert.equal(r.exitCode, 0, `container ${c.name} failed:\n${r.stderr.slice(-4000)}`);
-        assert.ok(!r.stdout.includes(pg.password) && !r.stderr.includes(pg.password), `container ${c.name} printed the database password`);
+      });
+      const podName = created.metadata?.name ?? '';
+      const main = created.spec?.initContainers?.find((c) => c.name === 'dump');
+      assert.equal(main?.env?.find((e) => e.name === 'DB_HOST')?.value, podGateway, 'the agent is given the AppBinding url\'s host');
+      assert.equal(main?.env?.find((e) => e.name === 'DB_PORT')?.value, String(pg.port));
+      let pod: V1Pod;
+      try {
+        pod = await podInPhase(cluster, ns, podName, ['Succeeded', 'Failed'], 300_000);
+      } catch (error) {
+        const now = await core().readNamespacedPod({ namespace: ns, name: podName });
+        throw new Error(`${(error as Error).message}\nstatus: ${JSON.stringify(now.status)}\n${await podLogs(cluster, now)}`, { cause: error });
       }
-      assert.match(outputs['stash-update-status']?.stdout ?? '', /reported to handle-trigger by the backup step/);
+      const logs = await podLogs(cluster, pod);
+      assert.equal(pod.status?.phase, 'Succeeded', `${JSON.stringify(pod.status)}\n${logs}`);
+      const order = ['stash-init', 'dump', 'stash-update-status'];
+      const terminated = order.map((c) => statusOf(pod, c)?.state?.terminated);
+      assert.deepEqual(terminated.map((t) => t?.exitCode), [0, 0, 0], logs);
+      // In order: each started after the one before it finished.
+      for (let i = 1; i < order.length; i++) {
+        const prevEnd = Date.parse(String(terminated[i - 1]?.finishedAt));
+        const start = Date.parse(String(terminated[i]?.startedAt));
+        assert.ok(prevEnd <= start, `${order[i] ?? ''} started (${String(terminated[i]?.startedAt)}) before ${order[i - 1] ?? ''} finished (${String(terminated[i - 1]?.finishedAt)})`);
+      }
+      assert.ok(!logs.includes(pg.password), 'a container printed the database password');
+      assert.ok(!logs.includes(PASSWORD), 'a container printed the repository password');
+      const dumped = jsonLines(await podLog(cluster, ns, podName, 'dump')).filter((l) => l.type === 'result').at(-1);
+      assert.equal(dumped?.ok, true, logs);
+      assert.match(await podLog(cluster, ns, podName, 'stash-update-status'), /reported to handle-trigger by the backup step/);
       const run = await finishedRun('db-run-1');
       assert.equal(run.status?.phase, 'Succeeded', JSON.stringify(run.status));
 
-      // Drop the table, recover with the standalone database flags, compare.
+      // Drop the table, recover with the standalone database flags on the host, compare.
       const before = await pg.psql("SELECT count(*), string_agg(name, ',' ORDER BY id) FROM items;", 'shop');
       await pg.psql('DROP TABLE items;', 'shop');
       const passwordFile = path.join(dir, 'password');
