@@ -23,7 +23,7 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  chmodSync, copyFileSync, createReadStream, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync,
+  chmodSync, copyFileSync, createReadStream, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, readFileSync,
   readlinkSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync,
 } from 'node:fs';
 import path from 'node:path';
@@ -35,6 +35,8 @@ const cacheRoot = process.env.STASH_CACHE ?? path.join(process.env.HOME ?? '/roo
 const imagesDir = path.join(cacheRoot, 'images');
 const TAG = '0.1.0';
 const BUSYBOX = '/bin/busybox';
+/** Where the agent image keeps the compile cache made at build time (the launcher's STASH_COMPILE_CACHE_SEED). */
+const COMPILE_CACHE_SEED = '/opt/stash/.compile-cache';
 const POSTGRES_BIN = '/usr/lib/postgresql/15/bin';
 
 /** A tree to put in a layer: files copied from the host (or a path in the repo), plus links and dirs made. */
@@ -196,12 +198,12 @@ const IMAGES: readonly ImageSpec[] = [
       productionModules(modules);
       const app = appTree(['agent', 'shared']);
       app.links.set('/usr/local/bin/stash', '/opt/stash/agent/bin/stash.js');
-      return [system, modules, app];
+      return [system, modules, app, compileCacheTree([system, modules, app])];
     },
     config: {
       Entrypoint: ['/usr/local/bin/stash'],
       Cmd: ['--help'],
-      Env: [`PATH=/usr/local/bin:${POSTGRES_BIN}:/usr/bin:/bin`, 'HOME=/tmp', 'STASH_COMPILE_CACHE_DIR=/tmp/.stash-compile-cache'],
+      Env: [`PATH=/usr/local/bin:${POSTGRES_BIN}:/usr/bin:/bin`, 'HOME=/tmp', 'STASH_COMPILE_CACHE_DIR=/tmp/.stash-compile-cache', `STASH_COMPILE_CACHE_SEED=${COMPILE_CACHE_SEED}`],
       WorkingDir: '/',
     },
   },
@@ -241,6 +243,75 @@ async function sha256File(file: string): Promise<string> {
   return h.digest('hex');
 }
 
+/**
+ * Makes a tree's files, links, dirs and texts under `stage`. `link`: hard links instead of copies
+ * (a scratch root to run something in, never a layer: a link shares its source's mode and owner).
+ */
+function materialize(tree: Tree, stage: string, link: boolean): void {
+  const ensureDir = (dir: string): void => { mkdirSync(path.join(stage, dir), { recursive: true }); };
+  for (const [dir, mode] of tree.dirs) { ensureDir(dir); chmodSync(path.join(stage, dir), mode); }
+  for (const [dest, src] of tree.files) {
+    ensureDir(path.dirname(dest));
+    const to = path.join(stage, dest);
+    rmSync(to, { force: true });
+    if (link) {
+      try {
+        linkSync(src, to);
+        continue;
+      } catch {
+        // another filesystem: copy
+      }
+    }
+    copyFileSync(src, to);
+    chmodSync(to, statSync(src).mode & 0o7777);
+  }
+  for (const [dest, text] of tree.texts) { ensureDir(path.dirname(dest)); writeFileSync(path.join(stage, dest), text); }
+  for (const [dest, target] of tree.links) {
+    ensureDir(path.dirname(dest));
+    rmSync(path.join(stage, dest), { force: true });
+    symlinkSync(target, path.join(stage, dest));
+  }
+}
+
+/**
+ * The agent's compile cache, made by running Node in the image's own root (chroot, so the modules
+ * have the paths they have in a pod: Node keys its cache by path and content): every module the
+ * agent's two entries (in-cluster, standalone) load. A layer of its own. Needs root for chroot;
+ * without it the image has no seed and a pod's first start compiles.
+ */
+function compileCacheTree(layers: readonly Tree[]): Tree {
+  const tree = newTree();
+  if (process.getuid?.() !== 0) {
+    log('not root: the agent image gets no compile cache seed (chroot needs root)');
+    return tree;
+  }
+  const root = mkdtempSync(path.join(imagesDir, 'prewarm-'));
+  rmSync(path.join(imagesDir, 'compile-cache'), { recursive: true, force: true });
+  try {
+    for (const layer of layers) materialize(layer, root, true);
+    const warm = [
+      "const m = await import('node:module');",
+      `m.enableCompileCache('${COMPILE_CACHE_SEED}');`,
+      "await import('/opt/stash/agent/cli/main.ts');",
+      "await import('/opt/stash/agent/cli/incluster.ts');",
+      "await import('/opt/stash/agent/cli/standalone.ts');",
+      'm.flushCompileCache();',
+    ].join(' ');
+    execFileSync('/usr/sbin/chroot', [root, '/usr/local/bin/node', '--input-type=module', '-e', warm], { stdio: ['ignore', 'ignore', 'pipe'], env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/tmp' } });
+    const made = path.join(root, COMPILE_CACHE_SEED);
+    for (const file of run('find', [made, '-type', 'f']).split('\n').filter(Boolean)) {
+      const dest = path.join(COMPILE_CACHE_SEED, path.relative(made, file));
+      const keep = path.join(imagesDir, 'compile-cache', path.relative(made, file));
+      mkdirSync(path.dirname(keep), { recursive: true });
+      copyFileSync(file, keep);
+      tree.files.set(dest, keep);
+    }
+    return tree;
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
 /** Writes a tree as a deterministic tar in the blob store; returns its digest and size (cached by content). */
 async function writeLayer(tree: Tree, blobs: string): Promise<{ digest: string; size: number }> {
   const keyFile = path.join(imagesDir, 'layers', `${treeKey(tree)}.digest`);
@@ -251,19 +322,8 @@ async function writeLayer(tree: Tree, blobs: string): Promise<{ digest: string; 
   }
   const stage = mkdtempSync(path.join(imagesDir, 'stage-'));
   try {
-    const ensureDir = (dir: string): void => { mkdirSync(path.join(stage, dir), { recursive: true }); };
-    for (const [dir, mode] of tree.dirs) { ensureDir(dir); chmodSync(path.join(stage, dir), mode); }
-    for (const [dest, src] of tree.files) {
-      ensureDir(path.dirname(dest));
-      copyFileSync(src, path.join(stage, dest));
-      chmodSync(path.join(stage, dest), statSync(src).mode & 0o7777);
-    }
-    for (const [dest, text] of tree.texts) { ensureDir(path.dirname(dest)); writeFileSync(path.join(stage, dest), text); }
-    for (const [dest, target] of tree.links) {
-      ensureDir(path.dirname(dest));
-      rmSync(path.join(stage, dest), { force: true });
-      symlinkSync(target, path.join(stage, dest));
-    }
+    chmodSync(stage, 0o755); // the layer's root directory is the image's `/`: mkdtemp made it 0700
+    materialize(tree, stage, false);
     const tmp = path.join(blobs, `.layer-${process.pid}.tar`);
     run('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '--format=posix',
       '--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime', '-C', stage, '-cf', tmp, '.']);
