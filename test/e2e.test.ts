@@ -1,11 +1,21 @@
-// Stash end to end (issue 4, "What it must show"): the four functions as processes, fed only by
+// Stash end to end (issue 4, "What it must show"): the six functions as processes, fed only by
 // Knative's real adapters (one ApiServerSource receive adapter per function in place of Broker +
-// Trigger, and mtping: test/support/stack.ts), against the real control plane. The kubelet's part
-// (running the agent in a Pod's container) is test/support/kubelet.ts; Service routing is the one
-// thing it cannot do, so the agent is told handle-trigger's loopback URL (STASH_FUNCTIONS_URL).
+// Trigger, and mtping: test/support/stack.ts), against the real control plane, with the real test
+// node (scripts/node.sh: kubelet, containerd, runc, kube-scheduler; test/support/node.ts) running
+// the pods of the volume and database namespaces from the locally built images: the Deployment's
+// busybox with the injected stash-backup sidecar, and launch-db-job's Job (init containers, then
+// the status container). The agents run `stash` from the stash-agent image with real restic and
+// pg_dump, and reach handle-trigger and PostgreSQL on the host at the pod network's gateway (there
+// is no cluster DNS or Service routing, so the AppBinding gives PostgreSQL's address as a url).
+// The pods of the other namespaces (scheduled, convergence, bad input) stay Pending: those tests
+// are about what the functions write, not about running it.
 //
-// The design's samples are used with one change: the Repository's backend is a LOCAL hostPath
-// directory (a temp dir) instead of GCS, so the snapshots can be restored and compared here.
+// The design's samples are used with these changes: the Repository's backend is a LOCAL hostPath
+// directory (a temp dir) instead of GCS, so the snapshots can be restored and compared here; the
+// AppBinding's clientConfig is a url at the gateway instead of a Service; the database Backup's
+// podAttributes.nodeSelector names the test node instead of a GKE node pool. The samples' memory
+// limit of 128Mi on the agent's container is kept: the agent fits in it (it did not while every
+// in-cluster command loaded @kubernetes/client-node, and before the image carried a compile cache).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -14,7 +24,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
-import type { V1Container, V1Deployment, V1Job, V1Pod, V1PodTemplateSpec, V1Volume } from '@kubernetes/client-node';
+import type { V1Container, V1ContainerStatus, V1Deployment, V1Job, V1Pod, V1PodTemplateSpec, V1Volume } from '@kubernetes/client-node';
 import { parse, stringify } from 'yaml';
 import { agentTemplate as agentTemplateSchema, appBinding as appBindingSchema, backup as backupSchema, repository as repositorySchema } from '../shared/api/index.ts';
 import type { BackupTrigger } from '../shared/api/index.ts';
@@ -28,8 +38,7 @@ import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
-import { runContainer } from './support/kubelet.ts';
-import type { ContainerRun } from './support/kubelet.ts';
+import { NODE_NAME, nodeNamespace, podGateway, podInPhase, podLog, podLogs, runningPod } from './support/node.ts';
 import { startStack } from './support/stack.ts';
 import type { Stack } from './support/stack.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
@@ -227,7 +236,11 @@ let dbRepoDir: string;
 before(async () => {
   cluster = await useCluster();
   dir = await mkdtemp(path.join(os.tmpdir(), 'stash-e2e-'));
-  for (const key of Object.keys(ns) as (keyof typeof ns)[]) ns[key] = await freshNamespace(cluster, `e2e-${key}`);
+  // The volume and database namespaces' pods run on the test node; the others' stay Pending.
+  const onNode: readonly (keyof typeof ns)[] = ['volume', 'database'];
+  for (const key of Object.keys(ns) as (keyof typeof ns)[]) {
+    ns[key] = onNode.includes(key) ? await nodeNamespace(cluster, `e2e-${key}`) : await freshNamespace(cluster, `e2e-${key}`);
+  }
   await applyYaml(cluster, await readFile(path.join(repoRoot, 'shared/api/defaults/agent-templates.yaml'), 'utf8'));
 
   // The scheduled Backup is created first, so its first `@every 1m` tick (on the minute) has likely
@@ -241,6 +254,7 @@ before(async () => {
     stateDir: path.join(dir, 'stack'),
     systemNamespace: ns.system,
     namespaces: [ns.volume, ns.database, ns.scheduled, ns.convergence, ns.bad],
+    agentHost: podGateway, // the agents in the node's pods reach handle-trigger at the gateway
   });
 });
 
@@ -254,7 +268,7 @@ after(async () => {
   else console.log(`kept ${dir} (stack logs in ${path.join(dir, 'stack')})`);
 });
 
-test('volume: the adapters\' events make inject-sidecar patch the Deployment exactly as planned; the rollout\'s Pods carry the sidecar', { timeout: 120_000 }, async () => {
+test('volume: the adapters\' events make inject-sidecar patch the Deployment exactly as planned; the rollout\'s Pod runs on the node with the sidecar', { timeout: 240_000 }, async () => {
   volume = await volumeSample(ns.volume, 'volume');
   volumeOriginal = await deployment(ns.volume);
   assert.ok(!hasSidecar(volumeOriginal.spec?.template));
@@ -277,11 +291,11 @@ test('volume: the adapters\' events make inject-sidecar patch the Deployment exa
   const backup = await getCustom<BackupObject>('backups', ns.volume, 'backup-volume-demo');
   assert.equal(backup?.status?.conditions?.find((c) => c.type === 'SidecarInjected')?.status, 'True');
 
-  // The Deployment controller rolls out a ReplicaSet whose Pods carry the sidecar (Pending: no kubelet).
-  sidecarPod = await eventually('a Pod of the new ReplicaSet with the sidecar', async () => {
-    const pods = await core().listNamespacedPod({ namespace: ns.volume, labelSelector: 'app=stash-demo' });
-    return pods.items.find((p) => (p.spec?.containers ?? []).some((c) => c.name === 'stash-backup'));
-  }, 60_000);
+  // The Deployment controller rolls out a ReplicaSet whose Pod carries the sidecar; the node runs
+  // it: busybox and the agent, both started and ready.
+  sidecarPod = plain(await runningPod(cluster, ns.volume, 'app=stash-demo', (p) => (p.spec?.containers ?? []).some((c) => c.name === 'stash-backup') &&
+    (p.status?.containerStatuses ?? []).length === 2 && (p.status?.containerStatuses ?? []).every((c) => c.ready === true && c.state?.running !== undefined), 180_000));
+  assert.equal(sidecarPod.spec?.nodeName, NODE_NAME);
   const rsName = sidecarPod.metadata?.ownerReferences?.find((o) => o.kind === 'ReplicaSet')?.name ?? '';
   const rs = await apps().readNamespacedReplicaSet({ namespace: ns.volume, name: rsName });
   assert.equal(rs.metadata?.ownerReferences?.[0]?.name, 'stash-demo');
@@ -300,14 +314,18 @@ test('database: a BackupTrigger makes launch-db-job create exactly the planned J
   await mkdir(dbRepoDir, { recursive: true });
   const repository = sample('01-repository.yaml', namespace);
   repository.spec.backend = { local: { mountPath: dbRepoDir, subPath: 'repo', hostPath: { path: dbRepoDir } }, storageSecretName: 'local-secret' };
-  const appBinding = sample('05-appbinding.yaml', namespace) as unknown as { spec: { clientConfig: { service: { port: number } } } };
-  appBinding.spec.clientConfig.service.port = postgres.port; // the AppBinding's Service port = the real server's port
+  const appBinding = sample('05-appbinding.yaml', namespace) as unknown as { spec: { clientConfig: Record<string, unknown> } };
+  // No Service routing on the test node: the AppBinding gives the server's address as the Job's pod reaches it.
+  delete appBinding.spec.clientConfig.service;
+  appBinding.spec.clientConfig.url = `postgres://${podGateway}:${postgres.port}`;
   await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'local-secret', namespace }, stringData: { RESTIC_PASSWORD: PASSWORD } }));
   await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'quick-postgres-auth', namespace }, stringData: { POSTGRES_USER: postgres.user, POSTGRES_PASSWORD: postgres.password } }));
   await applyYaml(cluster, stringify(repository));
   await applyYaml(cluster, stringify(appBinding));
   const backup = sample('06-backup-database.yaml', namespace);
   backup.spec.backupAgent = { name: 'pg-backup' };
+  // The design's GKE node pool does not exist here: the same podAttributes, naming the test node.
+  (backup.spec.podAttributes as { nodeSelector: Record<string, string> }).nodeSelector = { 'kubernetes.io/hostname': NODE_NAME };
   await applyYaml(cluster, stringify(backup));
   await eventually('launch-db-job to accept the database Backup', async () => {
     const b = await getCustom<BackupObject>('backups', namespace, 'backup-database-demo');
@@ -348,6 +366,13 @@ test('database: a BackupTrigger makes launch-db-job create exactly the planned J
   for (const field of ['backoffLimit', 'activeDeadlineSeconds', 'ttlSecondsAfterFinished'] as const) {
     assert.equal(dbJob.spec?.[field], want.spec?.[field], field);
   }
+  assert.deepEqual(podSpec?.nodeSelector, { 'kubernetes.io/hostname': NODE_NAME }, 'podAttributes.nodeSelector');
+  for (const c of [...(podSpec?.initContainers ?? []), ...(podSpec?.containers ?? [])]) {
+    const env = (name: string): string | undefined => c.env?.find((e) => e.name === name)?.value;
+    if (env('DB_HOST') === undefined) continue;
+    assert.deepEqual([env('DB_HOST'), env('DB_PORT')], [podGateway, String(postgres.port)], `${c.name}: the AppBinding's url`);
+  }
+  assert.ok([...(podSpec?.initContainers ?? []), ...(podSpec?.containers ?? [])].some((c) => c.env?.some((e) => e.name === 'DB_HOST')), 'some container gets DB_HOST');
 
   const pod = await eventually('the Job\'s Pod', async () => {
     const pods = await core().listNamespacedPod({ namespace, labelSelector: `batch.kubernetes.io/job-name=${dbJob.metadata?.name ?? ''}` });
@@ -356,29 +381,40 @@ test('database: a BackupTrigger makes launch-db-job create exactly the planned J
   assert.equal(pod.metadata?.ownerReferences?.[0]?.name, dbJob.metadata?.name);
 });
 
-async function runSidecar(pod: V1Pod, signal: AbortSignal): Promise<ContainerRun> {
-  return runContainer({
-    cluster, pod, containerName: 'stash-backup', stateDir: path.join(dir, 'kubelet'),
-    envOverrides: { STASH_FUNCTIONS_URL: stack.functionsUrl }, signal, timeoutMs: 600_000,
-  });
+/** What the node did with a pod, for an assertion message: its status, its containers' logs and its Events. */
+async function podReport(pod: V1Pod): Promise<string> {
+  const namespace = pod.metadata?.namespace ?? '';
+  const name = pod.metadata?.name ?? '';
+  const now = plain(await core().readNamespacedPod({ namespace, name }).catch(() => pod));
+  const events = await core().listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` });
+  return `pod ${namespace}/${name} status: ${JSON.stringify(now.status)}\n${await podLogs(cluster, now)}\n` +
+    `events:\n${events.items.map((e) => `${e.reason ?? ''}: ${e.message ?? ''}`).join('\n')}`;
 }
 
-test('volume, the kubelet\'s part: the sidecar runs a BackupTrigger and one from the HTTP endpoint; the snapshot restores byte for byte', { timeout: 300_000 }, async () => {
+/** The run, finished; fails with the pod's status, logs and Events when it did not Succeed. */
+async function runSucceeded(namespace: string, name: string, pod: V1Pod): Promise<BackupTrigger> {
+  let run: BackupTrigger;
+  try {
+    run = await runFinished(namespace, name, 180_000);
+  } catch (error) {
+    throw new Error(`${String(error)}\n${await podReport(pod)}`, { cause: error });
+  }
+  assert.equal(run.status?.phase, 'Succeeded', `${JSON.stringify(run.status)}\n${await podReport(pod)}`);
+  return run;
+}
+
+test('volume, the kubelet\'s part: the sidecar on the node runs a BackupTrigger and one from the HTTP endpoint, and keeps running; the snapshot restores byte for byte', { timeout: 420_000 }, async () => {
   assert.ok(sidecarPod, 'the volume test ran first');
   const namespace = ns.volume;
-  const abort = new AbortController();
-  const sidecar = runSidecar(plain(await core().readNamespacedPod({ namespace, name: sidecarPod.metadata?.name ?? '' })), abort.signal);
-  let finished: ContainerRun | undefined;
-  void sidecar.then((r) => { finished = r; });
-  try {
-    await createTrigger(namespace, 'backup-volume-demo-now', 'backup-volume-demo');
-    const run = await runFinished(namespace, 'backup-volume-demo-now');
-    assert.equal(run.status?.phase, 'Succeeded', JSON.stringify(run.status));
-    const snapshotId = run.status?.hosts?.find((h) => h.host === 'host-0')?.snapshotId ?? (run.status as { snapshotId?: string } | undefined)?.snapshotId;
-    assert.ok(snapshotId, `the run records its snapshot: ${JSON.stringify(run.status)}`);
+  const podName = sidecarPod.metadata?.name ?? '';
 
-    // The same through handle-trigger's authenticated endpoint, as a ServiceAccount allowed to create runs.
-    await applyYaml(cluster, `
+  await createTrigger(namespace, 'backup-volume-demo-now', 'backup-volume-demo');
+  const run = await runSucceeded(namespace, 'backup-volume-demo-now', sidecarPod);
+  const snapshotId = run.status?.hosts?.find((h) => h.host === 'host-0')?.snapshotId ?? '';
+  assert.match(snapshotId, /^[0-9a-f]{64}$/, `the run records its snapshot: ${JSON.stringify(run.status)}`);
+
+  // The same through handle-trigger's authenticated endpoint, as a ServiceAccount allowed to create runs.
+  await applyYaml(cluster, `
 apiVersion: v1
 kind: ServiceAccount
 metadata: {name: ci}
@@ -394,23 +430,34 @@ metadata: {name: ci-triggers}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: trigger-backups}
 subjects: [{kind: ServiceAccount, name: ci, namespace: ${namespace}}]
 `, namespace);
-    const token = (await core().createNamespacedServiceAccountToken({ namespace, name: 'ci', body: { spec: { expirationSeconds: 600 } } })).status?.token ?? '';
-    const created = await eventually('the endpoint to accept the ServiceAccount (RBAC takes effect)', async () => {
-      const res = await fetch(`${stack.functionsUrl}/v1/namespaces/${namespace}/backups/backup-volume-demo/trigger`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
-      return res.status === 201 ? await res.json() as { name: string } : undefined;
-    }, 15_000, 500);
-    const second = await runFinished(namespace, created.name);
-    assert.equal(second.status?.phase, 'Succeeded', JSON.stringify(second.status));
-    assert.equal(finished, undefined, 'the sidecar keeps running between runs');
-  } finally {
-    abort.abort();
-  }
-  const result = await sidecar;
-  assert.notEqual(result.stdout + result.stderr, '', 'the sidecar wrote its log');
+  const token = (await core().createNamespacedServiceAccountToken({ namespace, name: 'ci', body: { spec: { expirationSeconds: 600 } } })).status?.token ?? '';
+  const created = await eventually('the endpoint to accept the ServiceAccount (RBAC takes effect)', async () => {
+    const res = await fetch(`${stack.functionsUrl}/v1/namespaces/${namespace}/backups/backup-volume-demo/trigger`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+    return res.status === 201 ? await res.json() as { name: string } : undefined;
+  }, 15_000, 500);
+  const second = await runSucceeded(namespace, created.name, sidecarPod);
+  const secondSnapshot = second.status?.hosts?.find((h) => h.host === 'host-0')?.snapshotId ?? '';
+  assert.match(secondSnapshot, /^[0-9a-f]{64}$/, JSON.stringify(second.status));
+  assert.notEqual(secondSnapshot, snapshotId, 'each run makes its own snapshot');
 
-  // Restore the first run's snapshot with the standalone CLI and compare bytes.
-  const run = await getCustom<BackupTrigger>('backuptriggers', namespace, 'backup-volume-demo-now');
-  const snapshotId = run?.status?.hosts?.find((h) => h.host === 'host-0')?.snapshotId ?? '';
+  // The sidecar (and the app) kept running between and after the runs: the same containers, never restarted.
+  const pod = plain(await core().readNamespacedPod({ namespace, name: podName }));
+  assert.equal(pod.status?.phase, 'Running', await podReport(pod));
+  for (const name of ['busybox', 'stash-backup']) {
+    const status: V1ContainerStatus | undefined = pod.status?.containerStatuses?.find((c) => c.name === name);
+    assert.ok(status?.state?.running, `${name} is running: ${JSON.stringify(status)}`);
+    assert.equal(status.restartCount, 0, `${name} never restarted: ${JSON.stringify(status)}`);
+  }
+  // The agent in the sidecar claimed and reported both runs.
+  const log = await podLog(cluster, namespace, podName, 'stash-backup');
+  for (const trigger of ['backup-volume-demo-now', created.name]) {
+    for (const said of ['claimed a run', 'reported the outcome']) {
+      assert.ok(log.split('\n').some((l) => l.includes(said) && l.includes(`"trigger":"${trigger}"`)), `the sidecar's log says "${said}" for ${trigger}:\n${log}`);
+    }
+  }
+
+  // Restore the first run's snapshot (written by restic in the pod into the hostPath repository)
+  // with the standalone CLI on the host and compare bytes.
   const passwordFile = path.join(dir, 'password');
   await writeFile(passwordFile, PASSWORD, { mode: 0o600 });
   const target = path.join(dir, 'restored-volume');
@@ -422,19 +469,44 @@ subjects: [{kind: ServiceAccount, name: ci, namespace: ${namespace}}]
   assert.deepEqual(restored, source);
 });
 
-test('database, the kubelet\'s part: the Job\'s containers run in order, the run succeeds, the dump restores into a fresh server', { timeout: 300_000 }, async () => {
+test('database, the kubelet\'s part: the Job\'s pod runs its containers in order on the node, the run succeeds, the dump restores into a fresh server', { timeout: 420_000 }, async () => {
   assert.ok(dbJob && postgres, 'the database test ran first');
   const namespace = ns.database;
-  const pod = plain((await core().listNamespacedPod({ namespace, labelSelector: `batch.kubernetes.io/job-name=${dbJob.metadata?.name ?? ''}` })).items[0] as V1Pod);
-  for (const container of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
-    const result = await runContainer({
-      cluster, pod, containerName: container.name, stateDir: path.join(dir, 'kubelet'),
-      envOverrides: { DB_HOST: '127.0.0.1', STASH_FUNCTIONS_URL: stack.functionsUrl }, timeoutMs: 240_000,
-    });
-    assert.equal(result.exitCode, 0, `container ${container.name} failed:\n${result.stderr.slice(-4000)}`);
+  const jobName = dbJob.metadata?.name ?? '';
+  const listed = plain((await core().listNamespacedPod({ namespace, labelSelector: `batch.kubernetes.io/job-name=${jobName}` })).items[0] as V1Pod);
+  let pod: V1Pod;
+  try {
+    pod = plain(await podInPhase(cluster, namespace, listed.metadata?.name ?? '', ['Succeeded', 'Failed'], 300_000));
+  } catch (error) {
+    throw new Error(`${String(error)}\n${await podReport(listed)}`, { cause: error });
   }
-  const run = await runFinished(namespace, 'backup-database-demo-e2e');
-  assert.equal(run.status?.phase, 'Succeeded', JSON.stringify(run.status));
+  assert.equal(pod.status?.phase, 'Succeeded', await podReport(pod));
+  assert.equal(pod.spec?.nodeName, NODE_NAME);
+
+  // Init containers one after the other, then the container: each exited 0, none started before the previous ended.
+  const order = [
+    ...(pod.spec?.initContainers ?? []).map((c) => pod.status?.initContainerStatuses?.find((s) => s.name === c.name) ?? { name: c.name }),
+    ...(pod.spec?.containers ?? []).map((c) => pod.status?.containerStatuses?.find((s) => s.name === c.name) ?? { name: c.name }),
+  ];
+  assert.deepEqual(order.map((s) => s.name), ['stash-init', 'pg-backup', 'stash-update-status']);
+  let previousEnd = 0;
+  for (const status of order) {
+    const terminated = (status as V1ContainerStatus).state?.terminated;
+    assert.equal(terminated?.exitCode, 0, `container ${status.name}: ${JSON.stringify(status)}\n${await podReport(pod)}`);
+    const started = Date.parse(String(terminated.startedAt));
+    const finished = Date.parse(String(terminated.finishedAt));
+    // Container times have second resolution: "not before" is all they can show.
+    assert.ok(started >= previousEnd && finished >= started, `${status.name} ran after the previous container: ${JSON.stringify(order)}`);
+    previousEnd = finished;
+  }
+  const job = await eventually('the Job to complete', async () => {
+    const j = await cluster.kc.makeApiClient(BatchV1Api).readNamespacedJob({ namespace, name: jobName });
+    return j.status?.conditions?.some((c) => c.type === 'Complete' && c.status === 'True') ? j : undefined;
+  });
+  assert.equal(job.status?.succeeded, 1);
+  assert.equal(job.status?.failed ?? 0, 0);
+
+  await runSucceeded(namespace, 'backup-database-demo-e2e', pod);
 
   freshPostgres = await startPostgres();
   const restic = createRestic({ repository: path.join(dbRepoDir, 'repo'), env: { RESTIC_PASSWORD: PASSWORD }, args: [], files: [] },
