@@ -20,31 +20,13 @@ export PATH="$REPO_ROOT/node_modules/.bin:$PATH"
 
 STATE="${STASH_CONTROL_PLANE_DIR:-/tmp/stash-control-plane}"
 LOCK="$STATE.lock"
+OWNER=scripts/control-plane.sh
+# shellcheck source=lib/processes.sh
+. "$(dirname "$0")/lib/processes.sh"
 PKI="$STATE/pki"
 KUBECONFIG_PATH="$STATE/admin.kubeconfig"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager)
 READY_TIMEOUT="${STASH_CONTROL_PLANE_TIMEOUT:-120}"
-
-# Holds the lock on file descriptor 9 until this script exits. Children get `9>&-` so that a
-# background server never keeps the lock.
-take_lock() {
-  mkdir -p "$(dirname "$LOCK")"
-  exec 9>"$LOCK"
-  if ! flock -w 600 9; then
-    die "another scripts/control-plane.sh held $LOCK for 10 minutes; check it with 'fuser $LOCK'"
-  fi
-}
-
-# pid_alive COMPONENT: true when the PID in its pid file runs that component's binary
-# (argv[0] is $STASH_BIN/COMPONENT-VERSION), so a recycled PID is never taken for ours.
-pid_alive() {
-  local pidfile="$STATE/$1.pid" pid argv0
-  [ -f "$pidfile" ] || return 1
-  pid="$(cat "$pidfile")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  argv0="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)"
-  case "${argv0##*/}" in "$1"-v*) return 0 ;; *) return 1 ;; esac
-}
 
 apiserver_ready() {
   [ -f "$STATE/ports.env" ] && [ -f "$PKI/admin.crt" ] || return 1
@@ -75,17 +57,8 @@ free_port() {
 }
 
 stop_all() {
-  local c pid _
-  for c in kube-controller-manager kube-apiserver etcd; do
-    if pid_alive "$c"; then
-      pid="$(cat "$STATE/$c.pid")"
-      log "stopping $c (pid $pid)"
-      kill "$pid" 2>/dev/null || true
-      for _ in $(seq 1 100); do pid_alive "$c" || break; sleep 0.1; done
-      if pid_alive "$c"; then kill -9 "$pid" 2>/dev/null || true; sleep 0.2; fi
-    fi
-    rm -f "$STATE/$c.pid"
-  done
+  local c
+  for c in kube-controller-manager kube-apiserver etcd; do stop "$c"; done
 }
 
 # kubeconfig FILE USER CERT KEY PORT: a kubeconfig with every credential embedded.
@@ -147,23 +120,6 @@ EOF
   client_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
-}
-
-# start COMPONENT BINARY ARGS...: a background process in its own session, logging to the state dir.
-start() {
-  local name="$1" bin="$2"; shift 2
-  setsid "$bin" "$@" </dev/null >"$STATE/$name.log" 2>&1 9>&- &
-  local pid=$! _
-  echo "$pid" >"$STATE/$name.pid"
-  for _ in $(seq 1 50); do pid_alive "$name" && break; sleep 0.05; done  # until setsid has exec'd
-  log "started $name (pid $pid, log $STATE/$name.log)"
-}
-
-fail_with_log() {
-  local name="$1" why="$2"
-  log "---- last lines of $STATE/$name.log ----"
-  tail -n 30 "$STATE/$name.log" >&2 || true
-  die "$why (logs in $STATE; 'scripts/control-plane.sh down' wipes the state and 'up' starts afresh)"
 }
 
 start_all() {

@@ -55,6 +55,9 @@ export PATH="$REPO_ROOT/node_modules/.bin:$PATH:/usr/sbin:/sbin"
 
 STATE="${STASH_NODE_DIR:-/tmp/stash-node}"
 LOCK="$STATE.lock"
+OWNER=scripts/node.sh
+# shellcheck source=lib/processes.sh
+. "$(dirname "$0")/lib/processes.sh"
 NODE_NAME=stash-node
 BRIDGE=stash0
 SUBNET=10.88.0.0/16
@@ -67,54 +70,7 @@ RUNC_ROOT="$STATE/runc"
 COMPONENTS=(containerd kube-scheduler kubelet)
 READY_TIMEOUT="${STASH_NODE_TIMEOUT:-120}"
 
-take_lock() {
-  mkdir -p "$(dirname "$LOCK")"
-  exec 9>"$LOCK"
-  flock -w 600 9 || die "another scripts/node.sh held $LOCK for 10 minutes; check it with 'fuser $LOCK'"
-}
-
 [ "$(id -u)" -eq 0 ] || die "scripts/node.sh needs root (containerd, mounts, iptables, the bridge)"
-
-# pid_alive COMPONENT: true when the PID in its pid file still runs that component's binary, so a
-# recycled PID is never taken for ours (containerd is /usr/bin/containerd, the others
-# $STASH_BIN/NAME-VERSION).
-pid_alive() {
-  local pidfile="$STATE/$1.pid" pid argv0
-  [ -f "$pidfile" ] || return 1
-  pid="$(cat "$pidfile")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  argv0="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)"
-  case "${argv0##*/}" in "$1" | "$1"-v*) return 0 ;; *) return 1 ;; esac
-}
-
-stop() {
-  local c="$1" pid _
-  if pid_alive "$c"; then
-    pid="$(cat "$STATE/$c.pid")"
-    log "stopping $c (pid $pid)"
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do pid_alive "$c" || break; sleep 0.1; done
-    if pid_alive "$c"; then kill -9 "$pid" 2>/dev/null || true; sleep 0.2; fi
-  fi
-  rm -f "$STATE/$c.pid"
-}
-
-# start COMPONENT BINARY ARGS...: a background process in its own session, logging to the state dir.
-start() {
-  local name="$1" bin="$2"; shift 2
-  setsid "$bin" "$@" </dev/null >"$STATE/$name.log" 2>&1 9>&- &
-  local pid=$! _
-  echo "$pid" >"$STATE/$name.pid"
-  for _ in $(seq 1 50); do pid_alive "$name" && break; sleep 0.05; done  # until setsid has exec'd
-  log "started $name (pid $pid, log $STATE/$name.log)"
-}
-
-fail_with_log() {
-  local name="$1" why="$2"
-  log "---- last lines of $STATE/$name.log ----"
-  tail -n 30 "$STATE/$name.log" >&2 || true
-  die "$why (logs in $STATE; 'scripts/node.sh down' wipes the state and 'up' starts afresh)"
-}
 
 ctr_() { ctr --address "$SOCK" --namespace k8s.io "$@"; }
 
