@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # The whole of Stash running locally: its own control plane (kube-apiserver + etcd +
-# kube-controller-manager), the four functions and Knative's real adapters (test/support/stack.ts),
-# then a demo that really backs up a Deployment's volume.
+# kube-controller-manager), a node that runs pods (scripts/node.sh: containerd, kubelet,
+# kube-scheduler), the six functions and Knative's real adapters (test/support/stack.ts), then a
+# demo that really backs up a Deployment's volume and recovers it.
 #
-#   scripts/stack.sh up       setup, control plane, default AgentTemplates, functions + adapters in the
-#                             background, then the demo (namespace demo). The stack keeps running.
-#   scripts/stack.sh down     stop the functions, the adapters and the stack's control plane
+#   scripts/stack.sh up       setup, control plane, node, default AgentTemplates, functions + adapters
+#                             in the background, then the demo (namespace demo). The stack keeps running.
+#   scripts/stack.sh down     stop the functions, the adapters, the node and the stack's control plane
 #   scripts/stack.sh status   what runs, and where
 #
 # State and logs: ${STASH_STACK_DIR:-/tmp/stash-stack} (one log per function and adapter). The
 # control plane is the stack's own (STASH_CONTROL_PLANE_DIR, default <state>/control-plane), so
-# `down` never stops the one the tests share.
+# `down` never stops the one the tests share. The node is not: a machine has one (its bridge and
+# cgroups are global), so the stack and scripts/test.sh take it from each other; run one at a time.
+# The node is tainted: pods run there in namespaces annotated as namespace demo is (see
+# docs/DEVELOPING.md, "The test node").
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 export PATH="$REPO_ROOT/node_modules/.bin:$PATH"
@@ -32,6 +36,7 @@ cmd_up() {
   local line
   line="$("$REPO_ROOT/scripts/control-plane.sh" up | tail -1)"
   export "${line?}"
+  "$REPO_ROOT/scripts/node.sh" up >/dev/null
   [ -x "$KUBECTL" ] || "$REPO_ROOT/scripts/tools.sh" ensure kubectl >/dev/null
   log "applying the default AgentTemplates"
   "$KUBECTL" apply --server-side --field-manager=stash-install -f "$REPO_ROOT/shared/api/defaults/agent-templates.yaml" >&2
@@ -57,9 +62,10 @@ cmd_up() {
   cat <<MSG
 
 The stack keeps running (functions and Knative adapters: $STATE/*.log; URLs: $STATE/stack.env).
-Point kubectl at it and apply the design's samples, then watch the functions act:
+Point kubectl at it and apply the design's samples, then watch the functions act (pods run on the
+node in namespace demo, or in any namespace annotated like it):
   export KUBECONFIG=$KUBECONFIG
-  $KUBECTL apply -f test/fixtures/design-samples/...
+  $KUBECTL apply -n demo -f test/fixtures/design-samples/...
 Stop it with: scripts/stack.sh down
 MSG
 }
@@ -73,6 +79,7 @@ cmd_down() {
     if serve_alive; then kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid"; fi
   fi
   rm -f "$PIDFILE" "$STATE/stack.env"
+  "$REPO_ROOT/scripts/node.sh" down
   "$REPO_ROOT/scripts/control-plane.sh" down
   log "stopped; logs stay in $STATE"
 }
@@ -83,6 +90,11 @@ cmd_status() {
     echo "control plane: up ($("$REPO_ROOT/scripts/control-plane.sh" env))"
   else
     echo "control plane: down"; rc=1
+  fi
+  if "$REPO_ROOT/scripts/node.sh" status >/dev/null 2>&1; then
+    echo "node: up (containerd, kubelet, kube-scheduler; logs in ${STASH_NODE_DIR:-/tmp/stash-node})"
+  else
+    echo "node: down"; rc=1
   fi
   if serve_alive; then
     echo "functions and adapters: running (pid $(cat "$PIDFILE")), logs in $STATE"

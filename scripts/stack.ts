@@ -7,10 +7,11 @@
  *   node scripts/stack.ts demo --state DIR    the default demo against the running stack: namespace
  *                                             demo, a local repository, the design's stash-demo
  *                                             Deployment and backup-volume-demo Backup, one run
- *                                             executed by the sidecar through the kubelet stand-in,
- *                                             then the design's volume Recovery of that snapshot
- *                                             (run-recovery's Job, run by the stand-in) into a
- *                                             directory, compared with the original
+ *                                             executed by the sidecar in the Deployment's pod on
+ *                                             the node (scripts/node.sh), then the design's volume
+ *                                             Recovery of that snapshot (run-recovery's Job, its
+ *                                             pod on the node) into a directory, compared with the
+ *                                             original
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -23,11 +24,12 @@ import { parse, stringify } from 'yaml';
 import type { BackupTrigger } from '../shared/api/index.ts';
 import { applyYaml } from '../test/support/cluster.ts';
 import type { Cluster } from '../test/support/cluster.ts';
-import { runContainer } from '../test/support/kubelet.ts';
+import { podGateway, podLog, podLogs, runningPod, TOLERATE_NODE_ANNOTATIONS } from '../test/support/node.ts';
 import { startStack } from '../test/support/stack.ts';
 import { repoRoot, toolPath } from '../test/support/tools.ts';
 
 const GROUP = 'stash.appscode.com';
+
 const VERSION = 'v1alpha2';
 const DEMO = 'demo';
 
@@ -62,7 +64,8 @@ async function serve(stateDir: string): Promise<void> {
   const cluster = clusterFromEnv();
   const envFile = path.join(stateDir, 'stack.env');
   writeFileSync(envFile, '');
-  const stack = await startStack({ cluster, stateDir, systemNamespace: 'stash-system' });
+  // The agents run in pods on the node: they reach handle-trigger at the pod network's gateway.
+  const stack = await startStack({ cluster, stateDir, systemNamespace: 'stash-system', agentHost: podGateway });
   writeFileSync(envFile, [
     `STASH_FUNCTIONS_URL=${stack.functionsUrl}`,
     ...Object.entries(stack.urls).map(([fn, url]) => `${fn.toUpperCase().replace(/-/g, '_')}_URL=${url}`),
@@ -95,7 +98,7 @@ function kubectl(args: string[], kubeconfigPath: string): string {
 async function demo(stateDir: string): Promise<void> {
   const cluster = clusterFromEnv();
   const env = readEnvFile(path.join(stateDir, 'stack.env'));
-  const functionsUrl = env.STASH_FUNCTIONS_URL ?? '';
+  if (!env.STASH_FUNCTIONS_URL) throw new StackCommandError(`${path.join(stateDir, 'stack.env')} names no STASH_FUNCTIONS_URL: restart the stack (scripts/stack.sh down; scripts/stack.sh up)`);
   const dir = path.join(stateDir, 'demo');
   const repoDir = path.join(dir, 'repository');
   const dataDir = path.join(dir, 'data');
@@ -117,14 +120,14 @@ async function demo(stateDir: string): Promise<void> {
   deployment.spec.template.spec.volumes = [{ name: 'source-data', hostPath: { path: dataDir, type: 'Directory' } }];
 
   say(`== namespace ${DEMO}: Secret local-secret, Repository stash-backup-repo (local: ${repoDir}; the design uses GCS), Deployment stash-demo (data: ${dataDir}), Backup backup-volume-demo`);
-  await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: DEMO } }));
+  // The node is tainted (scripts/node.sh): the namespace's default toleration lets its pods run there.
+  await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: DEMO, annotations: TOLERATE_NODE_ANNOTATIONS } }));
   await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'local-secret' }, stringData: { RESTIC_PASSWORD: password } }), DEMO);
   await applyYaml(cluster, stringify(repository), DEMO);
   await applyYaml(cluster, stringify(deployment), DEMO);
   await applyYaml(cluster, stringify(sample('02-backup-volume.yaml')), DEMO);
 
   const apps = cluster.kc.makeApiClient(AppsV1Api);
-  const core = cluster.kc.makeApiClient(CoreV1Api);
   const custom = cluster.kc.makeApiClient(CustomObjectsApi);
   const patched = await eventually('inject-sidecar to add the sidecar to Deployment demo/stash-demo', async () => {
     const d = await apps.readNamespacedDeployment({ namespace: DEMO, name: 'stash-demo' });
@@ -135,34 +138,20 @@ async function demo(stateDir: string): Promise<void> {
     say(`   ${c.name}: ${c.image ?? ''} ${[...(c.command ?? []), ...(c.args ?? [])].join(' ')}`);
     for (const m of c.volumeMounts ?? []) say(`      mount ${m.name} at ${m.mountPath}${m.readOnly ? ' (read-only)' : ''}`);
   }
-  const pod = JSON.parse(JSON.stringify(await eventually('a Pod of the new ReplicaSet with the sidecar', async () => {
-    const pods = await core.listNamespacedPod({ namespace: DEMO, labelSelector: 'app=stash-demo' });
-    return pods.items.find((p) => p.spec?.containers.some((c) => c.name === 'stash-backup') && p.metadata?.deletionTimestamp === undefined);
-  }))) as V1Pod;
-  say(`== the Deployment controller rolled out Pod ${pod.metadata?.name ?? ''} (Pending: there is no kubelet); running its sidecar with the kubelet stand-in`);
+  const pod = await runningPod(cluster, DEMO, 'app=stash-demo', (p) => p.spec?.containers.some((c) => c.name === 'stash-backup') === true, 180_000);
+  say(`== the Deployment controller rolled out Pod ${pod.metadata?.name ?? ''}; the kubelet runs it on node ${pod.spec?.nodeName ?? '?'} with the sidecar`);
 
-  const abort = new AbortController();
-  const sidecar = runContainer({
-    cluster, pod, containerName: 'stash-backup', stateDir: path.join(stateDir, 'kubelet'),
-    envOverrides: { STASH_FUNCTIONS_URL: functionsUrl }, signal: abort.signal, timeoutMs: 3_600_000,
-  });
-  let run: BackupTrigger;
   const name = `backup-volume-demo-${Math.floor(Date.now() / 1000)}`;
-  try {
-    await custom.createNamespacedCustomObject({
-      group: GROUP, version: VERSION, plural: 'backuptriggers', namespace: DEMO,
-      body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'BackupTrigger', metadata: { name }, spec: { targetBackup: { name: 'backup-volume-demo' } } },
-    });
-    say(`== created BackupTrigger ${DEMO}/${name}; waiting for the run`);
-    run = await eventually(`BackupTrigger ${DEMO}/${name} to finish`, async () => {
-      const t = await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backuptriggers', namespace: DEMO, name }) as BackupTrigger;
-      return t.status?.phase === 'Succeeded' || t.status?.phase === 'Failed' ? t : undefined;
-    }, 300_000);
-  } finally {
-    abort.abort();
-  }
-  const result = await sidecar;
-  writeFileSync(path.join(stateDir, 'demo-sidecar.log'), `${result.stdout}\n${result.stderr}`);
+  await custom.createNamespacedCustomObject({
+    group: GROUP, version: VERSION, plural: 'backuptriggers', namespace: DEMO,
+    body: { apiVersion: `${GROUP}/${VERSION}`, kind: 'BackupTrigger', metadata: { name }, spec: { targetBackup: { name: 'backup-volume-demo' } } },
+  });
+  say(`== created BackupTrigger ${DEMO}/${name}; waiting for the run`);
+  const run = await eventually(`BackupTrigger ${DEMO}/${name} to finish`, async () => {
+    const t = await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'backuptriggers', namespace: DEMO, name }) as BackupTrigger;
+    return t.status?.phase === 'Succeeded' || t.status?.phase === 'Failed' ? t : undefined;
+  }, 300_000);
+  writeFileSync(path.join(stateDir, 'demo-sidecar.log'), await podLog(cluster, DEMO, pod.metadata?.name ?? '', 'stash-backup'));
   const host = run.status?.hosts?.find((h) => h.host === 'host-0');
   say(`== run ${name}: phase ${run.status?.phase ?? '?'}, snapshot ${host?.snapshotId ?? '(none)'}${run.status?.phase === 'Failed' ? `, error: ${JSON.stringify(run.status)}` : ''} (sidecar log: ${path.join(stateDir, 'demo-sidecar.log')})`);
   say('== kubectl get backups,backuptriggers,repositories -A');
@@ -175,11 +164,11 @@ async function demo(stateDir: string): Promise<void> {
     say(`   (could not list snapshots: ${(error as Error).message.split('\n')[0] ?? ''})`);
   }
   if (run.status?.phase !== 'Succeeded') throw new StackCommandError(`the demo run ${DEMO}/${name} did not succeed; see ${path.join(stateDir, 'demo-sidecar.log')} and the function logs in ${stateDir}`);
-  await recoverDemo(cluster, stateDir, functionsUrl, dataDir);
+  await recoverDemo(cluster, stateDir, dataDir);
 }
 
-/** The design's volume Recovery (recovery-volume-demo) into a hostPath directory: run-recovery's Job, its Pod run by the kubelet stand-in. */
-async function recoverDemo(cluster: Cluster, stateDir: string, functionsUrl: string, dataDir: string): Promise<void> {
+/** The design's volume Recovery (recovery-volume-demo) into a hostPath directory: run-recovery's Job, its Pod on the node. */
+async function recoverDemo(cluster: Cluster, stateDir: string, dataDir: string): Promise<void> {
   const target = path.join(stateDir, 'demo', `recovered-${Date.now()}`);
   mkdirSync(target, { recursive: true });
   const recovery = parse(readFileSync(path.join(repoRoot, 'test/fixtures/design-samples/03-recovery-volume.yaml'), 'utf8')) as
@@ -196,21 +185,13 @@ async function recoverDemo(cluster: Cluster, stateDir: string, functionsUrl: str
     const pods = await core.listNamespacedPod({ namespace: DEMO, labelSelector: `stash.appscode.com/recovery=${name}` });
     return pods.items[0];
   }))) as V1Pod;
-  say(`== run-recovery created Job ${pod.metadata?.labels?.['batch.kubernetes.io/job-name'] ?? '?'}; running its Pod ${pod.metadata?.name ?? ''} with the kubelet stand-in`);
-  const logs: string[] = [];
-  for (const container of [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])]) {
-    const result = await runContainer({
-      cluster, pod, containerName: container.name, stateDir: path.join(stateDir, 'kubelet'), envOverrides: { STASH_FUNCTIONS_URL: functionsUrl }, timeoutMs: 600_000,
-    });
-    logs.push(`--- ${container.name} (exit ${result.exitCode})\n${result.stdout}\n${result.stderr}`);
-    if (result.exitCode !== 0) break;
-  }
-  writeFileSync(path.join(stateDir, 'demo-recovery.log'), logs.join('\n'));
+  say(`== run-recovery created Job ${pod.metadata?.labels?.['batch.kubernetes.io/job-name'] ?? '?'}; the kubelet runs its Pod ${pod.metadata?.name ?? ''}`);
   type RecoveryStatus = { status?: { phase?: string; snapshotId?: string; error?: string; stats?: { files?: number; bytes?: number } } };
   const done = await eventually(`Recovery ${DEMO}/${name} to finish`, async () => {
     const r = await custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: 'recoveries', namespace: DEMO, name }) as RecoveryStatus;
     return r.status?.phase === 'Succeeded' || r.status?.phase === 'Failed' ? r : undefined;
-  });
+  }, 300_000);
+  writeFileSync(path.join(stateDir, 'demo-recovery.log'), await podLogs(cluster, pod));
   say(`== Recovery ${name}: phase ${done.status?.phase ?? '?'}, snapshot ${done.status?.snapshotId?.slice(0, 8) ?? '(none)'}, ` +
     `${done.status?.stats?.files ?? 0} files, ${done.status?.stats?.bytes ?? 0} bytes (log: ${path.join(stateDir, 'demo-recovery.log')})`);
   if (done.status?.phase !== 'Succeeded') throw new StackCommandError(`the demo Recovery ${DEMO}/${name} failed: ${done.status?.error ?? ''}; see ${path.join(stateDir, 'demo-recovery.log')}`);

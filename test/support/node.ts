@@ -17,7 +17,10 @@ import { waitFor } from './wait.ts';
 export const NODE_NAME = 'stash-node';
 /** The taint of the test node, and the namespace annotation that lets a namespace's pods tolerate it. */
 export const NODE_TAINT_KEY = 'stash.appscode.com/test-node';
-const DEFAULT_TOLERATIONS = 'scheduler.alpha.kubernetes.io/defaultTolerations';
+/** A namespace's annotations that give its pods the node's toleration (PodTolerationRestriction). */
+export const TOLERATE_NODE_ANNOTATIONS: Readonly<Record<string, string>> = {
+  'scheduler.alpha.kubernetes.io/defaultTolerations': JSON.stringify([{ key: NODE_TAINT_KEY, operator: 'Exists', effect: 'NoSchedule' }]),
+};
 
 /** The pod network's gateway on the host (the node's bridge): where pods reach host loopback ports. */
 export const podGateway = process.env.STASH_POD_GATEWAY ?? '10.88.0.1';
@@ -27,9 +30,7 @@ export const podGateway = process.env.STASH_POD_GATEWAY ?? '10.88.0.1';
  * creation: added later, it can race the admission plugin's cache of the namespace.
  */
 export function nodeNamespace(cluster: Cluster, prefix: string): Promise<string> {
-  return freshNamespace(cluster, prefix, {
-    [DEFAULT_TOLERATIONS]: JSON.stringify([{ key: NODE_TAINT_KEY, operator: 'Exists', effect: 'NoSchedule' }]),
-  });
+  return freshNamespace(cluster, prefix, { ...TOLERATE_NODE_ANNOTATIONS });
 }
 
 /** A URL on the host as a pod reaches it: the same port at the gateway. */
