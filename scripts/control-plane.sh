@@ -260,10 +260,8 @@ cmd_down() {
 }
 
 cmd_status() {
-  local c ok=0
-  for c in "${COMPONENTS[@]}"; do
-    if pid_alive "$c"; then log "$c: running (pid $(cat "$STATE/$c.pid"))"; else log "$c: not running"; ok=1; fi
-  done
+  local ok=0
+  components_status || ok=1
   if apiserver_ready; then log "kube-apiserver /readyz: ok"; else log "kube-apiserver /readyz: not ok"; ok=1; fi
   return "$ok"
 }

@@ -431,11 +431,7 @@ cmd_down() {
 }
 
 cmd_status() {
-  local c ok=0
-  for c in "${COMPONENTS[@]}"; do
-    if pid_alive "$c"; then log "$c: running (pid $(cat "$STATE/$c.pid"))"; else log "$c: not running"; ok=1; fi
-  done
-  return "$ok"
+  components_status
 }
 
 case "${1:-}" in

@@ -16,13 +16,14 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { BatchV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
-import type { V1ContainerStatus, V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { createHandleTriggerServer } from '../functions/handle-trigger/index.ts';
 import { createRunRecovery } from '../functions/run-recovery/handler.ts';
 import { applyYaml, deleteNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
-import { createPodWhenReady, nodeNamespace, podGateway, podInPhase, podLog, podLogs } from './support/node.ts';
+import { containerStatus, createPodWhenReady, defaultServiceAccount, nodeNamespace, podEnded, podGateway, podLog, podLogs } from './support/node.ts';
+import { resultLine } from './support/agent-output.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
 import { runCaptured } from './support/run.ts';
@@ -63,32 +64,6 @@ function cli(args: readonly string[]): Promise<Captured> {
   const base: Record<string, string | undefined> = { ...process.env, STASH_RESTIC: toolPath('restic'), STASH_CACHE_DIR: path.join(dir, 'cache') };
   delete base.KUBECONFIG;
   return runCaptured(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], base);
-}
-
-/** A container's status in a pod (init containers included). */
-function statusOf(pod: V1Pod, container: string): V1ContainerStatus | undefined {
-  return [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].find((s) => s.name === container);
-}
-
-/** The agent's --json result line in a log. */
-function resultLine(text: string): Record<string, unknown> | undefined {
-  return text.split('\n').filter((l) => l.startsWith('{')).flatMap((l) => {
-    try {
-      return [JSON.parse(l) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  }).filter((l) => l.type === 'result').at(-1);
-}
-
-/** Waits until the pod has ended (Succeeded or Failed), naming its status and logs when it does not. */
-async function ended(name: string): Promise<V1Pod> {
-  try {
-    return await podInPhase(cluster, ns, name, ['Succeeded', 'Failed'], 240_000);
-  } catch (error) {
-    const now = await core().readNamespacedPod({ namespace: ns, name });
-    throw new Error(`${(error as Error).message}\nstatus: ${JSON.stringify(now.status)}\n${await podLogs(cluster, now)}`, { cause: error });
-  }
 }
 
 /** The reasons of the Events about `name`, in the order they were recorded. */
@@ -137,10 +112,7 @@ before(async () => {
   // On every address (the runtime's default): pods reach it at the node's gateway.
   server = await createHandleTriggerServer({ kc: cluster.kc, logger: log, namespaces: [ns] }).listen(0);
   recoverer = createRunRecovery(cluster.kc, { functionsUrl: `http://${podGateway}:${server.port}`, namespaces: [ns] });
-  await waitFor('ServiceAccount default', async () => {
-    const sas = await core().listNamespacedServiceAccount({ namespace: ns });
-    return sas.items.some((s) => s.metadata?.name === 'default') ? true : undefined;
-  });
+  await defaultServiceAccount(cluster, ns);
   templateName = `${ns}-volume-recovery`;
   // The default volume-recovery AgentTemplate (shared/api/defaults/agent-templates.yaml), with --json.
   await applyYaml(cluster, `
@@ -219,10 +191,10 @@ test('stash recover --recovery-name in a recovery Job\'s real Pod claims, restor
   const target = path.join(dir, 'restored');
   const created = await recoveryJobPod('restore', 'repo', target);
   const podName = created.metadata?.name ?? '';
-  const pod = await ended(podName);
+  const pod = await podEnded(cluster, ns, podName);
   const logs = await podLogs(cluster, pod);
   assert.equal(pod.status?.phase, 'Succeeded', `${JSON.stringify(pod.status)}\n${logs}`);
-  assert.equal(statusOf(pod, 'stash-recover')?.state?.terminated?.exitCode, 0, logs);
+  assert.equal(containerStatus(pod, 'stash-recover')?.state?.terminated?.exitCode, 0, logs);
   const result = resultLine(await podLog(cluster, ns, podName, 'stash-recover')) as { ok?: boolean; status?: string; phase?: string; snapshotId?: string; host?: string } | undefined;
   assert.deepEqual([result?.ok, result?.status, result?.phase, result?.snapshotId, result?.host], [true, 'reported', 'Succeeded', snapshotId, 'host-0'], logs);
   assert.ok(!logs.includes(PASSWORD), 'the password is never printed');
@@ -262,10 +234,10 @@ test('stash recover --recovery-name in a recovery Job\'s real Pod claims, restor
       containers: [{ ...recover, name: 'stash-update-status', args: ['update-recovery-status', '--recovery-name=$(RECOVERY_NAME)'] }],
     },
   });
-  const again = await ended('restore-again');
+  const again = await podEnded(cluster, ns, 'restore-again');
   const againLogs = await podLogs(cluster, again);
   assert.equal(again.status?.phase, 'Succeeded', `${JSON.stringify(again.status)}\n${againLogs}`);
-  assert.deepEqual(['stash-recover', 'stash-update-status'].map((c) => statusOf(again, c)?.state?.terminated?.exitCode), [0, 0], againLogs);
+  assert.deepEqual(['stash-recover', 'stash-update-status'].map((c) => containerStatus(again, c)?.state?.terminated?.exitCode), [0, 0], againLogs);
   const againResult = resultLine(await podLog(cluster, ns, 'restore-again', 'stash-recover'));
   assert.deepEqual([againResult?.ok, againResult?.status, againResult?.host], [true, 'already-recovered', 'host-0'], againLogs);
   assert.equal(await readFile(path.join(target, 'a.txt'), 'utf8'), 'changed after the recovery\n');
@@ -278,10 +250,10 @@ test('a wrong repository password: the recovery Job\'s Pod fails, the Recovery i
   const target = path.join(dir, 'restored-bad');
   const created = await recoveryJobPod('bad', 'repo-wrong-password', target);
   const podName = created.metadata?.name ?? '';
-  const pod = await ended(podName);
+  const pod = await podEnded(cluster, ns, podName);
   const logs = await podLog(cluster, ns, podName, 'stash-recover');
   assert.equal(pod.status?.phase, 'Failed', `${JSON.stringify(pod.status)}\n${logs}`);
-  const exitCode = statusOf(pod, 'stash-recover')?.state?.terminated?.exitCode;
+  const exitCode = containerStatus(pod, 'stash-recover')?.state?.terminated?.exitCode;
   assert.ok(exitCode !== undefined && exitCode !== 0, `recover exits non-zero: ${JSON.stringify(pod.status)}`);
   assert.match(logs, /RESTIC_PASSWORD/);
   const r = await getRecovery('bad');

@@ -17,7 +17,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import type { V1ContainerStatus, V1Pod } from '@kubernetes/client-node';
+import type { V1Pod } from '@kubernetes/client-node';
 import { pino } from 'pino';
 import { createHandleTriggerServer } from '../functions/handle-trigger/index.ts';
 import { reconcileBackup } from '../functions/inject-sidecar/handler.ts';
@@ -26,7 +26,8 @@ import { mergePatch } from '../shared/kube/index.ts';
 import { applyYaml, deleteNamespacesReleasing, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
-import { createPodWhenReady, nodeNamespace, podGateway, podInPhase, podLog, podLogs, runningPod } from './support/node.ts';
+import { containerStatus, createPodWhenReady, defaultServiceAccount, nodeNamespace, podEnded, podGateway, podInPhase, podLog, podLogs, runningPod } from './support/node.ts';
+import { jsonLines } from './support/agent-output.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
 import { runCaptured } from './support/run.ts';
@@ -113,11 +114,6 @@ spec:
 `;
 }
 
-/** A container's status in a pod (init containers included). */
-function statusOf(pod: V1Pod, container: string): V1ContainerStatus | undefined {
-  return [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].find((s) => s.name === container);
-}
-
 /**
  * A Pod that runs one container of `source` once, with `args` instead of its own: the source pod's
  * spec (volumes, env, ServiceAccount, tolerations) with only that container, restartPolicy Never.
@@ -137,25 +133,8 @@ function oneShot(source: V1Pod, name: string, container: string, args: string[])
 async function runToEnd(pod: V1Pod, container: string): Promise<{ pod: V1Pod; exitCode: number | undefined; log: string }> {
   const name = pod.metadata?.name ?? '';
   await createPodWhenReady(cluster, ns, pod);
-  let ended: V1Pod;
-  try {
-    ended = await podInPhase(cluster, ns, name, ['Succeeded', 'Failed'], 180_000);
-  } catch (error) {
-    const now = await core().readNamespacedPod({ namespace: ns, name });
-    throw new Error(`${(error as Error).message}\nstatus: ${JSON.stringify(now.status)}\n${await podLogs(cluster, now)}`, { cause: error });
-  }
-  return { pod: ended, exitCode: statusOf(ended, container)?.state?.terminated?.exitCode, log: await podLog(cluster, ns, name, container) };
-}
-
-/** The JSON lines of a log (the agent's --json output), skipping anything else. */
-function jsonLines(text: string): Record<string, unknown>[] {
-  return text.split('\n').filter((l) => l.startsWith('{')).flatMap((l) => {
-    try {
-      return [JSON.parse(l) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
+  const ended = await podEnded(cluster, ns, name, 180_000);
+  return { pod: ended, exitCode: containerStatus(ended, container)?.state?.terminated?.exitCode, log: await podLog(cluster, ns, name, container) };
 }
 
 before(async () => {
@@ -176,10 +155,7 @@ before(async () => {
   }).listen(0);
   agentUrl = `http://${podGateway}:${server.port}`;
 
-  await waitFor('ServiceAccount default', async () => {
-    const sas = await core().listNamespacedServiceAccount({ namespace: ns });
-    return sas.items.some((s) => s.metadata?.name === 'default') ? true : undefined;
-  });
+  await defaultServiceAccount(cluster, ns);
   templateName = `${ns}-volume-backup`;
   // The design's volume-backup AgentTemplate, with the image the node has (never pulled).
   await applyYaml(cluster, `
@@ -261,7 +237,7 @@ test('the sidecar of a real Deployment Pod claims runs through handle-trigger, b
   const sidecarLog = (): Promise<string> => podLog(cluster, ns, podName, 'stash-backup');
   const withLog = async (error: unknown): Promise<Error> => {
     const now = await core().readNamespacedPod({ namespace: ns, name: podName }).catch(() => pod);
-    return new Error(`${(error as Error).message}\nsidecar status: ${JSON.stringify(statusOf(now, 'stash-backup'))}\nits log:\n${(await sidecarLog()).slice(-6000)}`, { cause: error });
+    return new Error(`${(error as Error).message}\nsidecar status: ${JSON.stringify(containerStatus(now, 'stash-backup'))}\nits log:\n${(await sidecarLog()).slice(-6000)}`, { cause: error });
   };
   let first: Trigger;
   let second: Trigger;
@@ -283,7 +259,7 @@ test('the sidecar of a real Deployment Pod claims runs through handle-trigger, b
   } catch (error) {
     throw await withLog(error);
   }
-  const between = statusOf(await core().readNamespacedPod({ namespace: ns, name: podName }), 'stash-backup');
+  const between = containerStatus(await core().readNamespacedPod({ namespace: ns, name: podName }), 'stash-backup');
   assert.ok(between?.state?.running !== undefined && between.restartCount === 0, `the sidecar keeps running between runs: ${JSON.stringify(between)}`);
 
   // Scale the Deployment to 0: the kubelet stops the pod with SIGTERM. A finalizer keeps the Pod
@@ -292,7 +268,7 @@ test('the sidecar of a real Deployment Pod claims runs through handle-trigger, b
   await applyYaml(cluster, deploymentYaml(0), ns);
   const stopped = await waitFor('the kubelet to stop the sidecar', async () => {
     const p = await core().readNamespacedPod({ namespace: ns, name: podName });
-    return statusOf(p, 'stash-backup')?.state?.terminated;
+    return containerStatus(p, 'stash-backup')?.state?.terminated;
   }, 120_000).catch(async (error: unknown) => { throw await withLog(error); });
   assert.equal(stopped.exitCode, 0, `SIGTERM stops the sidecar cleanly: ${JSON.stringify(stopped)}`);
   await mergePatch(cluster.kc, { apiVersion: 'v1', kind: 'Pod', namespace: ns, name: podName }, { metadata: { finalizers: null } }, { fieldManager: 'stash-test' });
@@ -436,7 +412,7 @@ spec: {targetBackup: {name: db}, origin: Manual}
       const logs = await podLogs(cluster, pod);
       assert.equal(pod.status?.phase, 'Succeeded', `${JSON.stringify(pod.status)}\n${logs}`);
       const order = ['stash-init', 'dump', 'stash-update-status'];
-      const terminated = order.map((c) => statusOf(pod, c)?.state?.terminated);
+      const terminated = order.map((c) => containerStatus(pod, c)?.state?.terminated);
       assert.deepEqual(terminated.map((t) => t?.exitCode), [0, 0, 0], logs);
       // In order: each started after the one before it finished.
       for (let i = 1; i < order.length; i++) {

@@ -30,7 +30,7 @@ import { agentTemplate as agentTemplateSchema, appBinding as appBindingSchema, r
 import { planInitContainer, planRecoveryJob } from '../functions/run-recovery/plan.ts';
 import type { Workload } from '../functions/run-recovery/plan.ts';
 import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from './support/cluster.ts';
-import { createPodWhenReady, nodeNamespace, podGateway, podInPhase, podLog, podLogs, runningPod } from './support/node.ts';
+import { createPodWhenReady, exitCodes, nodeNamespace, podEnded, podGateway, podLog, podLogs, runningPod } from './support/node.ts';
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
@@ -138,22 +138,9 @@ const PASSWORD_FILE = `${SECRET_DIR}/RESTIC_PASSWORD`;
 /** A directory on the host, hostPath-mounted at `mountPath` in a pod. */
 interface HostMount { hostPath: string; mountPath: string }
 
-/** Each container's exit code (init containers first), from the kubelet's status. */
-function exitCodes(pod: V1Pod): Record<string, number | undefined> {
-  const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
-  return Object.fromEntries(statuses.map((s) => [s.name, s.state?.terminated?.exitCode]));
-}
-
 /** Waits for the pod to finish; it must have Succeeded (the message carries its logs and events). */
 async function succeededPod(namespace: string, name: string): Promise<V1Pod> {
-  let pod: V1Pod;
-  try {
-    pod = plain(await podInPhase(cluster, namespace, name, ['Succeeded', 'Failed'], 240_000));
-  } catch (error) {
-    const last = plain(await core().readNamespacedPod({ namespace, name }));
-    const events = await core().listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` });
-    throw new Error(`${String(error)}\nstatus: ${JSON.stringify(last.status)}\nevents:\n${events.items.map((e) => `${e.reason ?? ''}: ${e.message ?? ''}`).join('\n')}\n${await podLogs(cluster, last)}`, { cause: error });
-  }
+  const pod = plain(await podEnded(cluster, namespace, name));
   assert.equal(pod.status?.phase, 'Succeeded', `pod ${namespace}/${name}: ${JSON.stringify(pod.status)}\n${await podLogs(cluster, pod)}`);
   const codes = exitCodes(pod);
   assert.ok(Object.keys(codes).length > 0 && Object.values(codes).every((c) => c === 0), `pod ${name} exit codes ${JSON.stringify(codes)}`);

@@ -38,9 +38,10 @@ import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
-import { NODE_NAME, nodeNamespace, podGateway, podInPhase, podLog, podLogs, runningPod } from './support/node.ts';
+import { NODE_NAME, nodeNamespace, podGateway, podInPhase, podLog, podReport, runningPod } from './support/node.ts';
 import { startStack } from './support/stack.ts';
 import type { Stack } from './support/stack.ts';
+import { triggerCaller } from './support/rbac.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
 import { runCaptured } from './support/run.ts';
@@ -381,25 +382,15 @@ test('database: a BackupTrigger makes launch-db-job create exactly the planned J
   assert.equal(pod.metadata?.ownerReferences?.[0]?.name, dbJob.metadata?.name);
 });
 
-/** What the node did with a pod, for an assertion message: its status, its containers' logs and its Events. */
-async function podReport(pod: V1Pod): Promise<string> {
-  const namespace = pod.metadata?.namespace ?? '';
-  const name = pod.metadata?.name ?? '';
-  const now = plain(await core().readNamespacedPod({ namespace, name }).catch(() => pod));
-  const events = await core().listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` });
-  return `pod ${namespace}/${name} status: ${JSON.stringify(now.status)}\n${await podLogs(cluster, now)}\n` +
-    `events:\n${events.items.map((e) => `${e.reason ?? ''}: ${e.message ?? ''}`).join('\n')}`;
-}
-
 /** The run, finished; fails with the pod's status, logs and Events when it did not Succeed. */
 async function runSucceeded(namespace: string, name: string, pod: V1Pod): Promise<BackupTrigger> {
   let run: BackupTrigger;
   try {
     run = await runFinished(namespace, name, 180_000);
   } catch (error) {
-    throw new Error(`${String(error)}\n${await podReport(pod)}`, { cause: error });
+    throw new Error(`${String(error)}\n${await podReport(cluster, pod)}`, { cause: error });
   }
-  assert.equal(run.status?.phase, 'Succeeded', `${JSON.stringify(run.status)}\n${await podReport(pod)}`);
+  assert.equal(run.status?.phase, 'Succeeded', `${JSON.stringify(run.status)}\n${await podReport(cluster, pod)}`);
   return run;
 }
 
@@ -414,23 +405,7 @@ test('volume, the kubelet\'s part: the sidecar on the node runs a BackupTrigger 
   assert.match(snapshotId, /^[0-9a-f]{64}$/, `the run records its snapshot: ${JSON.stringify(run.status)}`);
 
   // The same through handle-trigger's authenticated endpoint, as a ServiceAccount allowed to create runs.
-  await applyYaml(cluster, `
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: ci}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: trigger-backups}
-rules: [{apiGroups: [stash.appscode.com], resources: [backuptriggers], verbs: [create]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: ci-triggers}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: trigger-backups}
-subjects: [{kind: ServiceAccount, name: ci, namespace: ${namespace}}]
-`, namespace);
-  const token = (await core().createNamespacedServiceAccountToken({ namespace, name: 'ci', body: { spec: { expirationSeconds: 600 } } })).status?.token ?? '';
+  const token = await triggerCaller(cluster, namespace);
   const created = await eventually('the endpoint to accept the ServiceAccount (RBAC takes effect)', async () => {
     const res = await fetch(`${stack.functionsUrl}/v1/namespaces/${namespace}/backups/backup-volume-demo/trigger`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
     return res.status === 201 ? await res.json() as { name: string } : undefined;
@@ -442,7 +417,7 @@ subjects: [{kind: ServiceAccount, name: ci, namespace: ${namespace}}]
 
   // The sidecar (and the app) kept running between and after the runs: the same containers, never restarted.
   const pod = plain(await core().readNamespacedPod({ namespace, name: podName }));
-  assert.equal(pod.status?.phase, 'Running', await podReport(pod));
+  assert.equal(pod.status?.phase, 'Running', await podReport(cluster, pod));
   for (const name of ['busybox', 'stash-backup']) {
     const status: V1ContainerStatus | undefined = pod.status?.containerStatuses?.find((c) => c.name === name);
     assert.ok(status?.state?.running, `${name} is running: ${JSON.stringify(status)}`);
@@ -478,9 +453,9 @@ test('database, the kubelet\'s part: the Job\'s pod runs its containers in order
   try {
     pod = plain(await podInPhase(cluster, namespace, listed.metadata?.name ?? '', ['Succeeded', 'Failed'], 300_000));
   } catch (error) {
-    throw new Error(`${String(error)}\n${await podReport(listed)}`, { cause: error });
+    throw new Error(`${String(error)}\n${await podReport(cluster, listed)}`, { cause: error });
   }
-  assert.equal(pod.status?.phase, 'Succeeded', await podReport(pod));
+  assert.equal(pod.status?.phase, 'Succeeded', await podReport(cluster, pod));
   assert.equal(pod.spec?.nodeName, NODE_NAME);
 
   // Init containers one after the other, then the container: each exited 0, none started before the previous ended.
@@ -492,7 +467,7 @@ test('database, the kubelet\'s part: the Job\'s pod runs its containers in order
   let previousEnd = 0;
   for (const status of order) {
     const terminated = (status as V1ContainerStatus).state?.terminated;
-    assert.equal(terminated?.exitCode, 0, `container ${status.name}: ${JSON.stringify(status)}\n${await podReport(pod)}`);
+    assert.equal(terminated?.exitCode, 0, `container ${status.name}: ${JSON.stringify(status)}\n${await podReport(cluster, pod)}`);
     const started = Date.parse(String(terminated.startedAt));
     const finished = Date.parse(String(terminated.finishedAt));
     // Container times have second resolution: "not before" is all they can show.

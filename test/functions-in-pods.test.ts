@@ -26,7 +26,7 @@ import type { StackFunction } from './support/stack.ts';
 import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 import { createPodWhenReady, nodeNamespace, podLog } from './support/node.ts';
-import { applyFunctionRbac } from './support/rbac.ts';
+import { applyFunctionRbac, triggerCaller } from './support/rbac.ts';
 import type { AppliedRbac } from './support/rbac.ts';
 import { repoRoot } from './support/tools.ts';
 import { waitFor } from './support/wait.ts';
@@ -182,23 +182,7 @@ test('each function\'s resync does its work under its own ServiceAccount and RBA
 
 test('handle-trigger\'s HTTP endpoint, served by the pod, authenticates a caller as its own ServiceAccount', { timeout: 120_000 }, async () => {
   assert.ok(podIps['handle-trigger'], 'the pods are Ready (the first test)');
-  await applyYaml(cluster, `
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: ci}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: trigger-backups}
-rules: [{apiGroups: [stash.appscode.com], resources: [backuptriggers], verbs: [create]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: ci-triggers}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: trigger-backups}
-subjects: [{kind: ServiceAccount, name: ci, namespace: ${served}}]
-`, served);
-  const token = (await core().createNamespacedServiceAccountToken({ namespace: served, name: 'ci', body: { spec: { expirationSeconds: 600 } } })).status?.token ?? '';
+  const token = await triggerCaller(cluster, served);
   const url = `http://${podIps['handle-trigger']}:8080/v1/namespaces/${served}/backups/backup-volume-demo/trigger`;
   const denied = await fetch(url, { method: 'POST', headers: { authorization: 'Bearer not-a-token' } });
   assert.equal(denied.status, 401);

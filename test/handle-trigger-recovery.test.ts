@@ -17,6 +17,7 @@ import { createHandleTriggerServer } from '../functions/handle-trigger/index.ts'
 import { AGENT_PATHS } from '../shared/agent-protocol.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
+import { defaultServiceAccount } from './support/node.ts';
 import { waitFor } from './support/wait.ts';
 
 const GROUP = 'stash.appscode.com';
@@ -114,10 +115,7 @@ before(async () => {
   const logger = pino({ level: process.env.LOG_LEVEL ?? 'warn' });
   server = await createHandleTriggerServer({ kc: cluster.kc, logger, namespaces: [ns] }).listen(0, { host: '127.0.0.1' });
   otherServer = await createHandleTriggerServer({ kc: cluster.kc, logger, namespaces: ['some-other-namespace'] }).listen(0, { host: '127.0.0.1' });
-  await waitFor('ServiceAccount default', async () => {
-    const sas = await cluster.kc.makeApiClient(CoreV1Api).listNamespacedServiceAccount({ namespace: ns });
-    return sas.items.some((s) => s.metadata?.name === 'default') ? true : undefined;
-  });
+  await defaultServiceAccount(cluster, ns);
   await applyYaml(cluster, `
 apiVersion: stash.appscode.com/v1alpha2
 kind: Repository

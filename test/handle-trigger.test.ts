@@ -18,6 +18,8 @@ import { mustParseSchedule, nextRunAfter } from '../shared/api/index.ts';
 import type { Backup } from '../shared/api/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
+import { defaultServiceAccount } from './support/node.ts';
+import { triggerCaller } from './support/rbac.ts';
 import { waitFor } from './support/wait.ts';
 
 const LEASE_SECONDS = 3;
@@ -144,10 +146,7 @@ before(async () => {
   });
   server = await handleTrigger.listen(0, { host: '127.0.0.1' });
   // The ServiceAccount controller makes `default`; pods cannot be admitted before it exists.
-  await waitFor('ServiceAccount default', async () => {
-    const sas = await cluster.kc.makeApiClient(CoreV1Api).listNamespacedServiceAccount({ namespace: ns });
-    return sas.items.some((s) => s.metadata?.name === 'default') ? true : undefined;
-  });
+  await defaultServiceAccount(cluster, ns);
   await applyYaml(cluster, `
 apiVersion: apps/v1
 kind: Deployment
@@ -453,33 +452,14 @@ test('the trigger endpoint: no token 401, a ServiceAccount without rights 403, w
   const anonymous = await fetch(url, { method: 'POST' });
   assert.equal(anonymous.status, 401);
 
-  await applyYaml(cluster, `
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: nobody}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: ci}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: trigger-backups}
-rules: [{apiGroups: [stash.appscode.com], resources: [backuptriggers], verbs: [create]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: ci-triggers}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: trigger-backups}
-subjects: [{kind: ServiceAccount, name: ci, namespace: ${ns}}]
-`, ns);
+  await applyYaml(cluster, 'apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: nobody}\n', ns);
+  const ciToken = await triggerCaller(cluster, ns);
   const denied = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${await saToken('nobody')}` } });
   assert.equal(denied.status, 403);
   const deniedBody = await denied.json() as { error: string };
   assert.match(deniedBody.error, new RegExp(`system:serviceaccount:${ns}:nobody may not create backuptriggers.stash.appscode.com in namespace ${ns}`));
   assert.match(deniedBody.error, /grant the verb "create" on resource "backuptriggers"/);
 
-  const ciToken = await saToken('ci');
   const created = await waitFor('the RoleBinding to take effect', async () => {
     const res = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${ciToken}` } });
     return res.status === 201 ? await res.json() as { namespace: string; name: string } : undefined;

@@ -52,3 +52,12 @@ fail_with_log() {
   tail -n 30 "$STATE/$name.log" >&2 || true
   die "$why (logs in $STATE; '$OWNER down' wipes the state and 'up' starts afresh)"
 }
+
+# components_status: a line per COMPONENTS entry; false when one is not running.
+components_status() {
+  local c ok=0
+  for c in "${COMPONENTS[@]}"; do
+    if pid_alive "$c"; then log "$c: running (pid $(cat "$STATE/$c.pid"))"; else log "$c: not running"; ok=1; fi
+  done
+  return "$ok"
+}

@@ -8,7 +8,7 @@
  * pod network's gateway with the same port: the node DNATs the gateway address to 127.0.0.1.
  * There is no cluster DNS and no Service routing, so a test gives pods addresses, not names.
  */
-import { ApiException, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
+import { ApiException, CoreV1Api, type V1ContainerStatus, type V1Pod } from '@kubernetes/client-node';
 import type { Cluster } from './cluster.ts';
 import { freshNamespace } from './cluster.ts';
 import { waitFor } from './wait.ts';
@@ -41,6 +41,14 @@ export function podUrl(hostUrl: string): string {
 }
 
 const core = (cluster: Cluster): CoreV1Api => cluster.kc.makeApiClient(CoreV1Api);
+
+/** Waits for the namespace's default ServiceAccount (the controller-manager makes it): pods are refused before. */
+export async function defaultServiceAccount(cluster: Cluster, namespace: string): Promise<void> {
+  await waitFor(`ServiceAccount ${namespace}/default`, async () => {
+    const accounts = await core(cluster).listNamespacedServiceAccount({ namespace });
+    return accounts.items.some((a) => a.metadata?.name === 'default') ? true : undefined;
+  });
+}
 
 /** Creates a pod once its namespace's default ServiceAccount exists (admission refuses it before). */
 export function createPodWhenReady(cluster: Cluster, namespace: string, pod: V1Pod): Promise<V1Pod> {
@@ -86,4 +94,34 @@ export function runningPod(cluster: Cluster, namespace: string, labelSelector: s
     const pods = await core(cluster).listNamespacedPod({ namespace, labelSelector });
     return pods.items.find((p) => p.status?.phase === 'Running' && p.metadata?.deletionTimestamp === undefined && accept(p));
   }, timeoutMs, 500);
+}
+
+/** A container's status in a pod (init containers included). */
+export function containerStatus(pod: V1Pod, container: string): V1ContainerStatus | undefined {
+  return [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])].find((s) => s.name === container);
+}
+
+/** Each container's exit code (init containers first), from the kubelet's status; undefined while it has not ended. */
+export function exitCodes(pod: V1Pod): Record<string, number | undefined> {
+  const statuses = [...(pod.status?.initContainerStatuses ?? []), ...(pod.status?.containerStatuses ?? [])];
+  return Object.fromEntries(statuses.map((s) => [s.name, s.state?.terminated?.exitCode]));
+}
+
+/** What the node did with a pod, for an assertion message: its status, its containers' logs and its Events. */
+export async function podReport(cluster: Cluster, pod: V1Pod): Promise<string> {
+  const namespace = pod.metadata?.namespace ?? '';
+  const name = pod.metadata?.name ?? '';
+  const now = await core(cluster).readNamespacedPod({ namespace, name }).catch(() => pod);
+  const events = await core(cluster).listNamespacedEvent({ namespace, fieldSelector: `involvedObject.name=${name}` });
+  return `pod ${namespace}/${name} status: ${JSON.stringify(now.status)}\n${await podLogs(cluster, now)}\n` +
+    `events:\n${events.items.map((e) => `${e.reason ?? ''}: ${e.message ?? ''}`).join('\n')}`;
+}
+
+/** Waits until the pod has ended (Succeeded or Failed); a timeout names its status, logs and Events. */
+export async function podEnded(cluster: Cluster, namespace: string, name: string, timeoutMs = 240_000): Promise<V1Pod> {
+  try {
+    return await podInPhase(cluster, namespace, name, ['Succeeded', 'Failed'], timeoutMs);
+  } catch (error) {
+    throw new Error(`${(error as Error).message}\n${await podReport(cluster, { metadata: { namespace, name } })}`, { cause: error });
+  }
 }

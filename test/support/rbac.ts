@@ -59,3 +59,27 @@ export async function applyFunctionRbac(cluster: Cluster, namespace: string, suf
   }
   return { suffix, remove };
 }
+
+/**
+ * A ServiceAccount `account` in `namespace` allowed to start runs (create BackupTriggers: what
+ * handle-trigger's HTTP endpoint checks), and a token of it for 10 minutes.
+ */
+export async function triggerCaller(cluster: Cluster, namespace: string, account = 'ci'): Promise<string> {
+  const rbac = cluster.kc.makeApiClient(RbacAuthorizationV1Api);
+  const core = cluster.kc.makeApiClient(CoreV1Api);
+  await core.createNamespacedServiceAccount({ namespace, body: { metadata: { name: account } } });
+  await rbac.createNamespacedRole({
+    namespace,
+    body: { metadata: { name: `${account}-trigger-backups` }, rules: [{ apiGroups: ['stash.appscode.com'], resources: ['backuptriggers'], verbs: ['create'] }] },
+  });
+  await rbac.createNamespacedRoleBinding({
+    namespace,
+    body: {
+      metadata: { name: `${account}-trigger-backups` },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: `${account}-trigger-backups` },
+      subjects: [{ kind: 'ServiceAccount', name: account, namespace }],
+    },
+  });
+  const answer = await core.createNamespacedServiceAccountToken({ namespace, name: account, body: { spec: { expirationSeconds: 600 } } });
+  return answer.status?.token ?? '';
+}
