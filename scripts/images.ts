@@ -224,9 +224,13 @@ const IMAGES: readonly ImageSpec[] = [
   },
 ];
 
+/** Bump when the way a layer is written changes (cached layers of the old way are then rebuilt). */
+const LAYER_FORMAT = 2; // 2: the root directory 0755
+
 /** A key for a tree's content: destinations, sources' sizes and mtimes, links, dirs and texts. */
 function treeKey(tree: Tree): string {
   const h = createHash('sha256');
+  h.update(`layer format ${LAYER_FORMAT}\n`);
   for (const [dest, src] of [...tree.files].sort()) {
     const s = statSync(src);
     h.update(`f ${dest} ${src} ${s.size} ${s.mtimeMs} ${s.mode}\n`);
@@ -324,7 +328,7 @@ async function writeLayer(tree: Tree, blobs: string): Promise<{ digest: string; 
   try {
     chmodSync(stage, 0o755); // the layer's root directory is the image's `/`: mkdtemp made it 0700
     materialize(tree, stage, false);
-    const tmp = path.join(blobs, `.layer-${process.pid}.tar`);
+    const tmp = path.join(blobs, `.layer-${process.pid}.tar`); // renamed to its digest: the same bytes whoever wins
     run('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '--format=posix',
       '--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime', '-C', stage, '-cf', tmp, '.']);
     const digest = await sha256File(tmp);
@@ -346,7 +350,6 @@ function writeJsonBlob(blobs: string, value: unknown): { digest: string; size: n
 
 /** Builds one image into an OCI layout under the cache and packs it into `<name>-<tag>.tar`. */
 async function buildImage(spec: ImageSpec): Promise<string> {
-  const layoutDir = path.join(imagesDir, `${spec.name}-${spec.tag ?? TAG}.oci`);
   const blobs = path.join(imagesDir, 'blobs', 'sha256');
   mkdirSync(blobs, { recursive: true });
   const layers = [];
@@ -364,7 +367,8 @@ async function buildImage(spec: ImageSpec): Promise<string> {
     config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: `sha256:${config.digest}`, size: config.size },
     layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: `sha256:${l.digest}`, size: l.size })),
   });
-  rmSync(layoutDir, { recursive: true, force: true });
+  // A layout of this build's own (two builds at once never share one), packed, then removed.
+  const layoutDir = mkdtempSync(path.join(imagesDir, `${spec.name}-layout-`));
   mkdirSync(path.join(layoutDir, 'blobs', 'sha256'), { recursive: true });
   for (const digest of [config.digest, manifest.digest, ...layers.map((l) => l.digest)]) {
     const link = path.join(layoutDir, 'blobs', 'sha256', digest);
@@ -384,8 +388,13 @@ async function buildImage(spec: ImageSpec): Promise<string> {
   }));
   const archive = path.join(imagesDir, `${spec.name}-${spec.tag ?? TAG}.tar`);
   // -h: the layout links to the shared blob store; the archive holds the blobs themselves.
-  run('tar', ['-h', '--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', layoutDir, '-cf', `${archive}.tmp`, '.']);
-  renameSync(`${archive}.tmp`, archive);
+  try {
+    chmodSync(layoutDir, 0o755);
+    run('tar', ['-h', '--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', layoutDir, '-cf', `${archive}.${process.pid}.tmp`, '.']);
+    renameSync(`${archive}.${process.pid}.tmp`, archive);
+  } finally {
+    rmSync(layoutDir, { recursive: true, force: true });
+  }
   return archive;
 }
 
