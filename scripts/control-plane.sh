@@ -106,10 +106,12 @@ generate_pki() {
     -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" -out "$PKI/ca.crt" 2>/dev/null
   openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI/apiserver.key" -subj "/CN=kube-apiserver" \
     -out "$PKI/apiserver.csr" 2>/dev/null
+  # Its names: loopback, the `kubernetes` Service (ClusterIP and DNS names) and the test node's
+  # pod gateway, where scripts/node.sh relays the Service's connections to it.
   cat >"$PKI/apiserver.ext" <<'EOF'
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,IP:10.88.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
 EOF
   openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial \
     -days 3650 -sha256 -extfile "$PKI/apiserver.ext" -out "$PKI/apiserver.crt" 2>/dev/null
@@ -150,7 +152,9 @@ start_all() {
   # PodTolerationRestriction (besides the default admission plugins) gives every pod of a namespace
   # the tolerations in its scheduler.alpha.kubernetes.io/defaultTolerations annotation: that is how
   # tests let pods onto the tainted test node (scripts/node.sh). The node's InternalIP is the
-  # address the apiserver reaches its kubelet at (its hostname resolves nowhere).
+  # address the apiserver reaches its kubelet at (its hostname resolves nowhere). No endpoint
+  # reconciler: the apiserver listens on loopback, which an endpoint may not be, so the test node
+  # writes the `kubernetes` Service's EndpointSlice itself (its gateway, relayed to loopback).
   start kube-apiserver "$apiserver_bin" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$apiserver_port" \

@@ -11,6 +11,7 @@
 #       they are Established
 # The control plane (scripts/control-plane.sh up) installs Eventing's; Serving's are needed only to
 # validate knative/ (test/deploy-manifests.test.ts applies them itself).
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
 WRAPPER="$REPO_ROOT/scripts/go/knative-adapters"

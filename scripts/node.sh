@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # A real Kubernetes node for the integration tests, joined to the control plane of
-# scripts/control-plane.sh: containerd 1.6 (Debian's, with runc and the CNI plugins), kube-scheduler
-# and a kubelet, all as background processes of this machine.
+# scripts/control-plane.sh: containerd 1.6 (Debian's, with runc and the CNI plugins), kube-scheduler,
+# a kubelet, kube-proxy and CoreDNS, all as background processes of this machine.
 #
 #   KUBECONFIG=<admin kubeconfig> scripts/node.sh up
 #       start it (or, if it is already up, keep it and re-import the images), wait until the Node is
 #       Ready. The LAST line of stdout is NODE=<name>; everything else goes to stderr.
 #   scripts/node.sh down      stop everything, kill every container, unmount, remove the bridge,
-#                             the iptables chain and the state (safe to run twice, or after a crash)
-#   scripts/node.sh status    exit 0 when containerd, kubelet and kube-scheduler run
+#                             the iptables chains (ours, the kubelet's, kube-proxy's) and the state
+#                             (safe to run twice, or after a crash)
+#   scripts/node.sh status    exit 0 when every component (COMPONENTS below) runs
 #
 # What runs:
 # - containerd with its own config, root, state, socket and runc root, all under the state dir
@@ -25,8 +26,15 @@
 # - Pod network: the CNI bridge plugin on the bridge stash0 (10.88.0.0/16, gateway 10.88.0.1, made
 #   here before the kubelet starts) with host-local IPAM and portmap; containerd adds loopback.
 #   Pods are masqueraded when they leave the subnet (ipMasq), except towards the host itself.
-#   There is no kube-proxy and no cluster DNS: Service addresses do not route, except the
-#   `kubernetes` Service's (below).
+# - Services: kube-proxy 1.34 in iptables mode (its chains KUBE-SERVICES, KUBE-SVC-*, KUBE-SEP-*,
+#   ... in nat and filter, IPv4 and IPv6; `down` removes them with `kube-proxy --cleanup`, which
+#   works from the tables alone, so also after a crash). It changes no global sysctl: no conntrack sizes or
+#   timeouts, no NodePorts on localhost (that would set route_localnet on every interface).
+#   Its healthz and metrics listen on the gateway, so no loopback port of the tests is taken.
+# - Cluster DNS: CoreDNS (scripts/go/coredns) on the gateway, 10.88.0.1:53 (udp and tcp), the
+#   kubelet's clusterDNS, serving cluster.local and the reverse zones from the apiserver (admin
+#   kubeconfig) and nothing else: every other name is REFUSED at once, so nothing waits on a DNS
+#   server outside (this machine may be offline). Pods resolve <service>.<namespace>.svc.
 #
 # Reaching host services from pods: every service the tests run listens on 127.0.0.1 (the
 # functions, PostgreSQL, MariaDB, Redis, the S3/rest/sftp servers). A pod reaches them at 10.88.0.1
@@ -35,9 +43,18 @@
 # net.ipv4.conf.stash0.route_localnet=1 lets the kernel route packets to and from 127.0.0.1 over
 # that interface (it drops them as martians otherwise). The server sees the pod's own address as
 # the source. The kubelet's KUBE-FIREWALL chain lets these through because they were DNATed.
-# The same chain stands in for kube-proxy for the one Service pods need: `kubernetes` (its
-# ClusterIP, port 443) goes to the apiserver's loopback port, so in-cluster clients (the functions'
-# image) work; the apiserver's certificate names that ClusterIP.
+# DNS (port 53) is the exception: CoreDNS answers on the gateway itself.
+# By name: a headless selector-less Service whose EndpointSlice names the gateway and the host
+# port (test/support/node.ts hostService) resolves to 10.88.0.1, and the rule above does the rest.
+# A ClusterIP Service cannot lead to a loopback server: an endpoint may not be a loopback address
+# (the API refuses it), and a connection kube-proxy has DNATed (to the gateway) is never DNATed a
+# second time (the nat table is consulted once per connection), so it would reach the gateway
+# address itself, where the tests' servers do not listen.
+# The `kubernetes` Service has to be a ClusterIP Service (in-cluster clients dial its ClusterIP): its
+# EndpointSlice (written here: the control plane runs no endpoint reconciler) names the gateway and
+# the apiserver's port, and gateway-relay (scripts/go/gateway-relay) listens exactly there and
+# copies each connection to the apiserver on loopback. The apiserver's certificate names the
+# ClusterIP, the kubernetes.default.svc names and the gateway.
 # Services on the host itself do not change: they stay on loopback.
 #
 # The Node carries the taint stash.appscode.com/test-node=true:NoSchedule, so the many pods tests
@@ -47,8 +64,8 @@
 # and the apiserver's PodTolerationRestriction admission plugin (scripts/control-plane.sh) adds the
 # toleration to each pod of that namespace.
 #
-# Only one node per machine: the bridge, the subnet, the iptables chain, the kubepods cgroups and
-# the node name are global. Concurrent callers are serialized with a lock file beside the state dir.
+# Only one node per machine: the bridge, the subnet, the iptables chains (kube-proxy's too), the
+# kubepods cgroups and the node name are global. Concurrent callers are serialized with a lock file beside the state dir.
 # shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 export PATH="$REPO_ROOT/node_modules/.bin:$PATH:/usr/sbin:/sbin"
@@ -67,7 +84,8 @@ CNI_NETWORK=stash-node
 TAINT_KEY=stash.appscode.com/test-node
 SOCK="$STATE/containerd.sock"
 RUNC_ROOT="$STATE/runc"
-COMPONENTS=(containerd kube-scheduler kubelet)
+COMPONENTS=(containerd kube-scheduler kubelet gateway-relay kube-proxy coredns)
+CLUSTER_DOMAIN=cluster.local
 READY_TIMEOUT="${STASH_NODE_TIMEOUT:-120}"
 
 [ "$(id -u)" -eq 0 ] || die "scripts/node.sh needs root (containerd, mounts, iptables, the bridge)"
@@ -161,6 +179,27 @@ remove_kubelet_chains() {
   done
 }
 
+# kube-proxy's chains (KUBE-SERVICES, KUBE-POSTROUTING, KUBE-SVC-*, KUBE-SEP-*, ... in nat, filter
+# and mangle, both families) and the rules jumping to them: `kube-proxy --cleanup` finds them by name
+# in the tables themselves, so it works after a crash too. (It also tries the ipvs and nftables
+# modes' leftovers; there are none here: the ip_vs module and the nft command are missing, and
+# we ran the only kube-proxy.)
+remove_kube_proxy_chains() {
+  local bin="$STASH_BIN/kube-proxy" out
+  if [ -x "$bin" ]; then
+    out="$("$bin" --cleanup 2>&1 9>&-)" || log "kube-proxy --cleanup failed: $(tail -n 5 <<<"$out")"
+  fi
+  if kube_proxy_chains_left; then
+    die "kube-proxy's iptables chains are still there ($(iptables-save | sed -n 's/^:\(KUBE-[^ ]*\).*/\1/p' | tr '\n' ' '))" \
+      "after '$bin --cleanup'; run it by hand to see why, or 'scripts/tools.sh ensure kube-proxy' if it is missing"
+  fi
+}
+
+# True when a chain kube-proxy makes is in some table (the kubelet's are removed separately).
+kube_proxy_chains_left() {
+  iptables-save 2>/dev/null | grep -q '^:KUBE-\(SERVICES\|POSTROUTING\|MARK-MASQ\|NODEPORTS\|EXTERNAL-SERVICES\|FORWARD\|PROXY-FIREWALL\|PROXY-CANARY\|SVC-\|SVL-\|EXT-\|FW-\|SEP-\)'
+}
+
 # The kubelet's pod cgroups (cgroup v1, cgroupfs driver): only empty ones go, so nothing running is hurt.
 remove_cgroups() {
   local d
@@ -169,13 +208,16 @@ remove_cgroups() {
   done
 }
 
-delete_node_object() {
+# The Node, and the `kubernetes` Service's EndpointSlice that names this node's gateway.
+delete_node_objects() {
   local kubectl
   [ -f "$STATE/kubeconfig" ] || return 0
   kubectl="$STASH_BIN/kubectl"
   [ -x "$kubectl" ] || return 0
   "$kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout 5s delete node "$NODE_NAME" --ignore-not-found --wait=false \
     >/dev/null 2>&1 9>&- || log "could not delete Node $NODE_NAME (is the control plane down? then it is gone anyway)"
+  "$kubectl" --kubeconfig "$STATE/kubeconfig" --request-timeout 5s delete endpointslice kubernetes -n default --ignore-not-found \
+    --wait=false >/dev/null 2>&1 9>&- || true
 }
 
 # The one path the kubelet does not let us move: its device-plugin socket (constant in its source).
@@ -185,9 +227,13 @@ remove_device_plugin_socket() {
 }
 
 teardown() {
+  stop coredns
+  stop kube-proxy
+  remove_kube_proxy_chains
+  stop gateway-relay
   stop kubelet
   stop kube-scheduler
-  delete_node_object
+  delete_node_objects
   kill_containers
   stop containerd
   kill_shims
@@ -208,17 +254,14 @@ setup_network() {
   ip link set "$BRIDGE" up
   sysctl -qw "net.ipv4.conf.$BRIDGE.route_localnet=1"
   iptables -t nat -N "$CHAIN" 2>/dev/null || iptables -t nat -F "$CHAIN"
+  # DNS stays on the gateway, where CoreDNS listens.
+  local proto
+  for proto in udp tcp; do
+    iptables -t nat -A "$CHAIN" -i "$BRIDGE" -d "$GATEWAY/32" -p "$proto" --dport 53 -j RETURN \
+      -m comment --comment "stash test node: cluster DNS answers on the gateway"
+  done
   iptables -t nat -A "$CHAIN" -i "$BRIDGE" -d "$GATEWAY/32" -j DNAT --to-destination 127.0.0.1 \
     -m comment --comment "stash test node: pods reach host loopback services at the gateway"
-  # The one Service pods need without kube-proxy: `kubernetes` (in-cluster config: the functions'
-  # images run as pods with their ServiceAccounts), its ClusterIP:443 sent to the apiserver on loopback.
-  local api_ip api_port
-  api_ip="$("$KUBECTL" --kubeconfig "$KUBECONFIG" get service kubernetes -n default -o jsonpath='{.spec.clusterIP}' 9>&-)" ||
-    die "reading the kubernetes Service's ClusterIP failed"
-  api_port="$("$KUBECTL" --kubeconfig "$KUBECONFIG" config view --minify -o jsonpath='{.clusters[0].cluster.server}' 9>&- | sed -n 's|^https://127\.0\.0\.1:\([0-9]*\)$|\1|p')"
-  { [ -n "$api_ip" ] && [ -n "$api_port" ]; } || die "the kubeconfig's server is not https://127.0.0.1:<port>, or the kubernetes Service has no ClusterIP"
-  iptables -t nat -A "$CHAIN" -i "$BRIDGE" -d "$api_ip/32" -p tcp --dport 443 -j DNAT --to-destination "127.0.0.1:$api_port" \
-    -m comment --comment "stash test node: the kubernetes Service, in place of kube-proxy"
   iptables -t nat -C PREROUTING -j "$CHAIN" 2>/dev/null || iptables -t nat -I PREROUTING -j "$CHAIN"
 
   mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
@@ -347,7 +390,98 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "0%", nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%", imagefs.inodesFree: "0%"}
 serializeImagePulls: false
+# CoreDNS on the gateway (start_services).
+clusterDNS: [$GATEWAY]
+clusterDomain: $CLUSTER_DOMAIN
 EOF
+}
+
+# The `kubernetes` Service's one endpoint: the gateway and the apiserver's port, where gateway-relay
+# listens (the control plane runs no endpoint reconciler: its apiserver advertises nothing).
+write_kubernetes_endpoints() {
+  "$KUBECTL" --kubeconfig "$STATE/kubeconfig" apply --server-side --force-conflicts --field-manager stash-node -f - \
+    >/dev/null 9>&- <<EOF || die "writing the kubernetes Service's EndpointSlice failed (see the kubectl error above)"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes
+  namespace: default
+  labels:
+    kubernetes.io/service-name: kubernetes
+    endpointslice.kubernetes.io/managed-by: stash-node
+addressType: IPv4
+endpoints:
+- addresses: [$GATEWAY]
+  conditions: {ready: true}
+ports:
+- {name: https, port: $API_PORT, protocol: TCP}
+EOF
+}
+
+write_kube_proxy_config() {
+  cat >"$STATE/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: $STATE/kubeconfig}
+hostnameOverride: $NODE_NAME
+mode: iptables
+clusterCIDR: $SUBNET
+# On the gateway: no loopback port of the tests' servers is taken.
+healthzBindAddress: $GATEWAY:10256
+metricsBindAddress: $GATEWAY:10249
+# NodePorts (none are used) only on the node's own address, the gateway.
+nodePortAddresses: [primary]
+# No global settings changed: no NodePorts on localhost (route_localnet on every interface), no
+# conntrack table size or timeouts, no oom_score_adj (root here may not lower it).
+iptables: {localhostNodePorts: false}
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+oomScoreAdj: 0
+EOF
+}
+
+# Only the cluster's zones: any other name is REFUSED at once (nothing is forwarded, so nothing
+# waits on a DNS server outside). Only denials and errors are logged.
+write_corefile() {
+  cat >"$STATE/Corefile" <<EOF
+$CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
+  bind $GATEWAY
+  errors
+  log . {
+    class denial error
+  }
+  ready $GATEWAY:8181
+  kubernetes $CLUSTER_DOMAIN in-addr.arpa ip6.arpa {
+    kubeconfig $STATE/kubeconfig
+  }
+}
+EOF
+}
+
+# start_services RELAY_BIN PROXY_BIN COREDNS_BIN: Services and DNS, once the Node exists (kube-proxy
+# reads its addresses from it).
+start_services() {
+  local relay_bin="$1" proxy_bin="$2" coredns_bin="$3" _
+  write_kubernetes_endpoints
+  start gateway-relay "$relay_bin" "$GATEWAY:$API_PORT" "127.0.0.1:$API_PORT"
+  write_kube_proxy_config
+  start kube-proxy "$proxy_bin" --config "$STATE/kube-proxy.yaml" --v=1
+  write_corefile
+  start coredns "$coredns_bin" -conf "$STATE/Corefile"
+  # Ready: kube-proxy has written the `kubernetes` Service's rules, CoreDNS has listed the Services
+  # and EndpointSlices (its ready plugin answers 200).
+  for _ in $(seq 1 $((READY_TIMEOUT * 4))); do
+    pid_alive gateway-relay || fail_with_log gateway-relay "gateway-relay exited during start"
+    pid_alive kube-proxy || fail_with_log kube-proxy "kube-proxy exited during start"
+    pid_alive coredns || fail_with_log coredns "CoreDNS exited during start"
+    kubernetes_service_routed && curl -fsS --max-time 2 "http://$GATEWAY:8181/ready" >/dev/null 2>&1 && return 0
+    sleep 0.25
+  done
+  kubernetes_service_routed || fail_with_log kube-proxy "kube-proxy wrote no rules for the kubernetes Service within ${READY_TIMEOUT}s"
+  fail_with_log coredns "CoreDNS did not report ready within ${READY_TIMEOUT}s"
+}
+
+kubernetes_service_routed() {
+  iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes:https cluster IP'
 }
 
 node_ready() {
@@ -362,9 +496,12 @@ is_up() {
 }
 
 start_all() {
-  local kubelet_bin scheduler_bin
+  local kubelet_bin scheduler_bin relay_bin proxy_bin coredns_bin
   kubelet_bin="$("$REPO_ROOT/scripts/tools.sh" ensure kubelet 9>&- | tail -n1)"
   scheduler_bin="$("$REPO_ROOT/scripts/tools.sh" ensure kube-scheduler 9>&- | tail -n1)"
+  relay_bin="$("$REPO_ROOT/scripts/tools.sh" ensure gateway-relay 9>&- | tail -n1)"
+  proxy_bin="$("$REPO_ROOT/scripts/tools.sh" ensure kube-proxy 9>&- | tail -n1)"
+  coredns_bin="$("$REPO_ROOT/scripts/tools.sh" ensure coredns 9>&- | tail -n1)"
   command -v containerd >/dev/null || die "containerd is not installed (scripts/setup.sh installs it)"
 
   teardown
@@ -376,6 +513,9 @@ start_all() {
   "$KUBECTL" --kubeconfig "$STATE/kubeconfig" config view --raw --minify \
     -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' 9>&- | base64 -d >"$STATE/ca.crt"
   [ -s "$STATE/ca.crt" ] || die "the kubeconfig $KUBECONFIG has no certificate-authority-data"
+  API_PORT="$("$KUBECTL" --kubeconfig "$STATE/kubeconfig" config view --minify -o jsonpath='{.clusters[0].cluster.server}' 9>&- |
+    sed -n 's|^https://127\.0\.0\.1:\([0-9]*\)$|\1|p')"
+  [ -n "$API_PORT" ] || die "the kubeconfig's server is not https://127.0.0.1:<port> (the apiserver of scripts/control-plane.sh)"
 
   setup_network
   write_containerd_config
@@ -403,10 +543,11 @@ start_all() {
     pid_alive containerd || fail_with_log containerd "containerd exited"
     pid_alive kube-scheduler || fail_with_log kube-scheduler "kube-scheduler exited during start"
     pid_alive kubelet || fail_with_log kubelet "kubelet exited during start"
-    node_ready && return 0
+    node_ready && break
     sleep 0.5
   done
-  fail_with_log kubelet "Node $NODE_NAME was not Ready within ${READY_TIMEOUT}s"
+  node_ready || fail_with_log kubelet "Node $NODE_NAME was not Ready within ${READY_TIMEOUT}s"
+  start_services "$relay_bin" "$proxy_bin" "$coredns_bin"
 }
 
 cmd_up() {

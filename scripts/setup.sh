@@ -4,10 +4,11 @@
 #   Node 24 and the npm dependencies (npm ci, skipped when the lock file is unchanged), and every
 #   Go tool in scripts/tools/ (built from the Go module proxy, cached by version in
 #   ~/.cache/stash/bin).
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
 APT_PACKAGES=(postgresql postgresql-contrib mariadb-server mariadb-client redis-server redis-tools
-  openssh-server openssh-client openssl jq procps psmisc
+  openssh-server openssh-client openssl jq procps psmisc shellcheck
   # The test node (scripts/node.sh): container runtime, CNI plugins, iptables for the gateway DNAT
   # and the bridge plugin's masquerading.
   containerd runc containernetworking-plugins iptables

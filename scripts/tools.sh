@@ -4,6 +4,7 @@
 #   scripts/tools.sh ensure-all       every tool in scripts/tools/
 #   scripts/tools.sh list             the tools it knows
 # Each tool is described by scripts/tools/TOOL.sh, which defines `build_TOOL` printing the path.
+# shellcheck source-path=SCRIPTDIR source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
 ensure() {

@@ -15,7 +15,8 @@
 // The design's samples are used with the changes a local run needs: the Repository's backend is a
 // LOCAL hostPath directory instead of GCS, the recovered volume and the Deployment's data volume
 // hostPath directories instead of a PVC and a ConfigMap, and the AppBinding addresses the server
-// by url (there is no cluster DNS or Service routing on the test node).
+// by url at the pod network's gateway (test/e2e.test.ts shows the design's clientConfig.service,
+// by name through the node's CoreDNS).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';

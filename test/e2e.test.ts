@@ -1,18 +1,22 @@
 // Stash end to end (issue 4, "What it must show"): the six functions as processes, fed only by
 // Knative's real adapters (one ApiServerSource receive adapter per function in place of Broker +
 // Trigger, and mtping: test/support/stack.ts), against the real control plane, with the real test
-// node (scripts/node.sh: kubelet, containerd, runc, kube-scheduler; test/support/node.ts) running
-// the pods of the volume and database namespaces from the locally built images: the Deployment's
-// busybox with the injected stash-backup sidecar, and launch-db-job's Job (init containers, then
-// the status container). The agents run `stash` from the stash-agent image with real restic and
-// pg_dump, and reach handle-trigger and PostgreSQL on the host at the pod network's gateway (there
-// is no cluster DNS or Service routing, so the AppBinding gives PostgreSQL's address as a url).
+// node (scripts/node.sh: kubelet, containerd, runc, kube-scheduler, kube-proxy and CoreDNS;
+// test/support/node.ts) running the pods of the volume and database namespaces from the locally
+// built images: the Deployment's busybox with the injected stash-backup sidecar, and
+// launch-db-job's Job (init containers, then the status container). The agents run `stash` from
+// the stash-agent image with real restic and pg_dump; they reach handle-trigger on the host at the
+// pod network's gateway, and PostgreSQL (on the host too) by the name the AppBinding's Service
+// gives, quick-postgres.<namespace>.svc, which the node's CoreDNS resolves.
 // The pods of the other namespaces (scheduled, convergence, bad input) stay Pending: those tests
 // are about what the functions write, not about running it.
 //
 // The design's samples are used with these changes: the Repository's backend is a LOCAL hostPath
 // directory (a temp dir) instead of GCS, so the snapshots can be restored and compared here; the
-// AppBinding's clientConfig is a url at the gateway instead of a Service; the database Backup's
+// AppBinding's clientConfig.service keeps its form (name quick-postgres, scheme http) but its port
+// is the test PostgreSQL's, and the Service quick-postgres is a selector-less one for that server
+// on the host (hostService: its name resolves to the gateway, which leads to the host's loopback
+// with the same port, so the port cannot be mapped to 5432); the database Backup's
 // podAttributes.nodeSelector names the test node instead of a GKE node pool. The samples' memory
 // limit of 128Mi on the agent's container is kept: the agent fits in it (it did not while every
 // in-cluster command loaded @kubernetes/client-node, and before the image carried a compile cache).
@@ -38,7 +42,7 @@ import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
-import { NODE_NAME, nodeNamespace, podGateway, podInPhase, podLog, podReport, runningPod } from './support/node.ts';
+import { hostService, NODE_NAME, nodeNamespace, podGateway, podInPhase, podLog, podReport, runningPod } from './support/node.ts';
 import { startStack } from './support/stack.ts';
 import type { Stack } from './support/stack.ts';
 import { triggerCaller } from './support/rbac.ts';
@@ -315,10 +319,11 @@ test('database: a BackupTrigger makes launch-db-job create exactly the planned J
   await mkdir(dbRepoDir, { recursive: true });
   const repository = sample('01-repository.yaml', namespace);
   repository.spec.backend = { local: { mountPath: dbRepoDir, subPath: 'repo', hostPath: { path: dbRepoDir } }, storageSecretName: 'local-secret' };
-  const appBinding = sample('05-appbinding.yaml', namespace) as unknown as { spec: { clientConfig: Record<string, unknown> } };
-  // No Service routing on the test node: the AppBinding gives the server's address as the Job's pod reaches it.
-  delete appBinding.spec.clientConfig.service;
-  appBinding.spec.clientConfig.url = `postgres://${podGateway}:${postgres.port}`;
+  const appBinding = sample('05-appbinding.yaml', namespace) as unknown as { spec: { clientConfig: { service: { name: string; port: number; scheme: string } } } };
+  // The design's Service, for the PostgreSQL on the host: the Job's pod finds it by name (CoreDNS).
+  assert.deepEqual(appBinding.spec.clientConfig.service, { name: 'quick-postgres', port: 5432, scheme: 'http' }, 'the design\'s AppBinding');
+  appBinding.spec.clientConfig.service.port = postgres.port;
+  await hostService(cluster, namespace, 'quick-postgres', postgres.port);
   await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'local-secret', namespace }, stringData: { RESTIC_PASSWORD: PASSWORD } }));
   await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'quick-postgres-auth', namespace }, stringData: { POSTGRES_USER: postgres.user, POSTGRES_PASSWORD: postgres.password } }));
   await applyYaml(cluster, stringify(repository));
@@ -371,7 +376,7 @@ test('database: a BackupTrigger makes launch-db-job create exactly the planned J
   for (const c of [...(podSpec?.initContainers ?? []), ...(podSpec?.containers ?? [])]) {
     const env = (name: string): string | undefined => c.env?.find((e) => e.name === name)?.value;
     if (env('DB_HOST') === undefined) continue;
-    assert.deepEqual([env('DB_HOST'), env('DB_PORT')], [podGateway, String(postgres.port)], `${c.name}: the AppBinding's url`);
+    assert.deepEqual([env('DB_HOST'), env('DB_PORT'), env('DB_SCHEME')], [`quick-postgres.${namespace}.svc`, String(postgres.port), 'http'], `${c.name}: the AppBinding's service`);
   }
   assert.ok([...(podSpec?.initContainers ?? []), ...(podSpec?.containers ?? [])].some((c) => c.env?.some((e) => e.name === 'DB_HOST')), 'some container gets DB_HOST');
 

@@ -2,8 +2,8 @@
 // stash-functions:0.1.0 (scripts/images.ts) built from its container in knative/20-services.yaml
 // (env, NODE_OPTIONS, probes, resources, securityContext: non-root, read-only root filesystem),
 // under its own ServiceAccount with the RBAC of knative/10-rbac.yaml (really applied), with the
-// in-cluster configuration (the `kubernetes` Service, which the node routes to the apiserver in
-// place of kube-proxy). Knative Serving itself cannot run here (README): the pod is what its
+// in-cluster configuration (the `kubernetes` Service, which the node's kube-proxy routes to the
+// apiserver). Knative Serving itself cannot run here (README): the pod is what its
 // revision would run, without the queue-proxy.
 //
 // What it shows: every pod becomes Ready by the kubelet's readiness probe; each function's

@@ -1,12 +1,15 @@
 /**
- * The test node (scripts/node.sh: containerd, runc, the CNI bridge, kube-scheduler and a kubelet)
- * runs real pods from the locally built images (scripts/images.ts). It assumes the node is up
+ * The test node (scripts/node.sh: containerd, runc, the CNI bridge, kube-scheduler, a kubelet,
+ * kube-proxy and CoreDNS) runs real pods from the locally built images (scripts/images.ts). It assumes the node is up
  * (scripts/test.sh starts it after the control plane). What it shows:
  * - a pod of a namespace annotated with the node's toleration is scheduled there, runs the
  *   stash-agent image and Succeeds; its logs come through the apiserver from the kubelet;
  * - a pod of any other namespace stays Pending: the node's taint keeps it off;
  * - a pod reaches a TCP server on the host's loopback at the bridge's gateway address;
- * - hostPath, emptyDir and projected ServiceAccount token volumes are mounted.
+ * - hostPath, emptyDir and projected ServiceAccount token volumes are mounted;
+ * - a pod resolves kubernetes.default.svc.cluster.local (CoreDNS) to the Service's ClusterIP and
+ *   reaches the apiserver through it (kube-proxy) with its ServiceAccount token and CA;
+ * - a pod reaches a host loopback server by the DNS name of a Service (hostService).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +19,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { AuthenticationV1Api, CoreV1Api, type V1Pod, type V1PodSpec } from '@kubernetes/client-node';
 import { deleteNamespace, freshNamespace, useCluster, type Cluster } from './support/cluster.ts';
-import { createPodWhenReady, NODE_NAME, NODE_TAINT_KEY, nodeNamespace } from './support/node.ts';
+import { createPodWhenReady, hostService, NODE_NAME, NODE_TAINT_KEY, nodeNamespace } from './support/node.ts';
 import { waitFor } from './support/wait.ts';
 
 const nodeName = NODE_NAME;
@@ -163,6 +166,78 @@ test('a pod reaches host loopback at the gateway, and mounts hostPath, emptyDir 
     assert.equal(review.status?.authenticated, true, JSON.stringify(review.status));
     assert.equal(review.status?.user?.username, `system:serviceaccount:${onNode}:default`);
     assert.deepEqual(review.status?.user?.extra?.['authentication.kubernetes.io/pod-name'], ['volumes-and-loopback']);
+  } finally {
+    server.close();
+  }
+});
+
+/** The `key=value` line of a pod's log. */
+function logLine(logs: string, key: string): string {
+  return new RegExp(`^${key}=(.*)$`, 'm').exec(logs)?.[1] ?? assert.fail(`no ${key}= line in:\n${logs}`);
+}
+
+test('a pod resolves kubernetes.default.svc.cluster.local and reaches the apiserver through the Service with its ServiceAccount', async () => {
+  const script = `
+    const fs = require('node:fs'), dns = require('node:dns/promises'), https = require('node:https');
+    const sa = '/var/run/secrets/kubernetes.io/serviceaccount';
+    const name = 'kubernetes.default.svc.cluster.local';
+    const call = (method, path, body) => new Promise((resolve, reject) => {
+      const req = https.request({ host: name, port: 443, method, path, ca: fs.readFileSync(sa + '/ca.crt'),
+        headers: { authorization: 'Bearer ' + fs.readFileSync(sa + '/token', 'utf8'), 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.on('data', (d) => { text += d; });
+        res.on('end', () => resolve(res.statusCode + ' ' + text.replace(/\\s+/g, ' ')));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+    (async () => {
+      console.log('nameserver=' + /^nameserver (.*)$/m.exec(fs.readFileSync('/etc/resolv.conf', 'utf8'))[1]);
+      console.log('address=' + (await dns.lookup(name, { family: 4 })).address);
+      console.log('short=' + (await dns.lookup('kubernetes.default', { family: 4 })).address);
+      console.log('version=' + await call('GET', '/version'));
+      console.log('review=' + await call('POST', '/apis/authentication.k8s.io/v1/selfsubjectreviews',
+        JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'SelfSubjectReview' })));
+    })().catch((e) => { console.log('failed: ' + e.message); process.exit(1); });
+  `;
+  await createPod(onNode, agentPod('in-cluster', ['node', '-e', script]));
+  const { logs } = await succeeded(onNode, 'in-cluster');
+  const service = await core.readNamespacedService({ namespace: 'default', name: 'kubernetes' });
+  assert.equal(logLine(logs, 'nameserver'), gateway, 'the kubelet gives pods CoreDNS on the gateway');
+  assert.equal(logLine(logs, 'address'), service.spec?.clusterIP);
+  assert.equal(logLine(logs, 'short'), service.spec?.clusterIP, 'the search list completes kubernetes.default');
+  const version = logLine(logs, 'version');
+  assert.match(version, /^200 /, version);
+  assert.match(version, /"gitVersion": ?"v1\.\d+\.\d+/, version);
+  const review = logLine(logs, 'review');
+  assert.match(review, /^201 /, review);
+  assert.match(review, new RegExp(`"username": ?"system:serviceaccount:${onNode}:default"`), review);
+});
+
+test('a pod reaches a host loopback server by the DNS name of a Service (hostService)', async () => {
+  const server: Server = createServer((socket) => socket.end(`hello ${socket.remoteAddress ?? '?'}\n`));
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const port = (server.address() as AddressInfo).port;
+    const name = await hostService(cluster, onNode, 'host-echo', port);
+    assert.equal(name, `host-echo.${onNode}.svc.cluster.local`);
+    const script = `
+      const dns = require('node:dns/promises'), net = require('node:net');
+      (async () => {
+        console.log('address=' + (await dns.lookup(process.env.NAME, { family: 4 })).address);
+        console.log('short=' + (await dns.lookup('host-echo', { family: 4 })).address);
+        const socket = net.connect(Number(process.env.PORT), process.env.NAME);
+        let got = '';
+        socket.on('data', (d) => { got += d; });
+        socket.on('end', () => console.log('server=' + got.trim()));
+        socket.on('error', (e) => { console.log('connect failed: ' + e.message); process.exit(1); });
+      })().catch((e) => { console.log('failed: ' + e.message); process.exit(1); });
+    `;
+    await createPod(onNode, agentPod('by-name', ['node', '-e', script], {}, { NAME: name, PORT: String(port) }));
+    const { pod, logs } = await succeeded(onNode, 'by-name');
+    assert.equal(logLine(logs, 'address'), gateway);
+    assert.equal(logLine(logs, 'short'), gateway, 'the search list completes the Service name in its namespace');
+    assert.equal(logLine(logs, 'server'), `hello ${pod.status?.podIP ?? '?'}`);
   } finally {
     server.close();
   }

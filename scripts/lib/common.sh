@@ -1,9 +1,10 @@
+# shellcheck shell=bash
 # Shared shell helpers: where the cache lives, logging, and building Go tools from wrapper modules.
 # Source it: . "$(dirname "$0")/lib/common.sh"
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-# shellcheck source=../versions.env
+# shellcheck disable=SC1091 # versions.env: plain NAME=value lines
 . "$REPO_ROOT/scripts/versions.env"
 export STASH_CACHE="${STASH_CACHE:-$HOME/.cache/stash}"
 STASH_BIN="$STASH_CACHE/bin"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Knative Eventing's ApiServerSource receive adapter (knative.dev/eventing/cmd/apiserver_receive_adapter),
 # through the wrapper module scripts/go/knative-adapters. Runs as a plain process in the tests
 # (test/support/knative.ts); version strings come from the module itself, so no ldflags.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # knative-validate: Knative's own admission-webhook defaulting and validation (Eventing's Broker,
 # Trigger, ApiServerSource, PingSource; Serving's Service) run on YAML files, from the program in
 # scripts/go/knative-adapters/validate. Cached by Knative's version and a hash of the program and its

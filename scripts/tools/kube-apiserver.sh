@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # kube-apiserver, from k8s.io/kubernetes through the wrapper module scripts/go/kube-apiserver.
 build_kube_apiserver() {
   local minor="${KUBERNETES_VERSION#v1.}"; minor="${minor%%.*}"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Prometheus Pushgateway, from github.com/prometheus/pushgateway through the wrapper module
 # scripts/go/pushgateway (the metrics tests push to a real one).
 build_pushgateway() {

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # versitygw (S3 gateway, Apache-2.0), from github.com/versity/versitygw through the wrapper module
 # scripts/go/versitygw. The tests run its posix backend on a temp dir as a real S3 server.
 build_versitygw() {

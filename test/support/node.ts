@@ -6,9 +6,10 @@
  *
  * Pods reach the host's loopback servers (the functions, databases, storage servers) at the
  * pod network's gateway with the same port: the node DNATs the gateway address to 127.0.0.1.
- * There is no cluster DNS and no Service routing, so a test gives pods addresses, not names.
+ * The node runs kube-proxy and CoreDNS (cluster.local, on the gateway), so a test may also give
+ * pods a name: hostService() makes one for a host server.
  */
-import { ApiException, CoreV1Api, type V1ContainerStatus, type V1Pod } from '@kubernetes/client-node';
+import { ApiException, CoreV1Api, DiscoveryV1Api, type V1ContainerStatus, type V1Pod } from '@kubernetes/client-node';
 import type { Cluster } from './cluster.ts';
 import { freshNamespace } from './cluster.ts';
 import { waitFor } from './wait.ts';
@@ -41,6 +42,45 @@ export function podUrl(hostUrl: string): string {
 }
 
 const core = (cluster: Cluster): CoreV1Api => cluster.kc.makeApiClient(CoreV1Api);
+
+/** The cluster's DNS domain (the kubelet's clusterDomain, CoreDNS's zone: scripts/node.sh). */
+export const CLUSTER_DOMAIN = 'cluster.local';
+
+/**
+ * A Service `name` in `namespace` for a server on the host's loopback at `port`, as a pod reaches
+ * it by name: selector-less, with an EndpointSlice whose one endpoint is the gateway and `port`
+ * (the Service's port and targetPort are `port` too). Returns its DNS name,
+ * `<name>.<namespace>.svc.cluster.local` (`<name>.<namespace>.svc` resolves as well, through the
+ * pod's DNS search list).
+ *
+ * The Service is headless: its name resolves (CoreDNS) to the gateway itself, where the node's
+ * DNAT sends the connection on to 127.0.0.1. A ClusterIP could not lead there: kube-proxy would
+ * DNAT the ClusterIP to the gateway, and a connection is DNATed only once, so it would reach the
+ * gateway address itself, where the host's servers do not listen (and an endpoint may not be a
+ * loopback address).
+ */
+export async function hostService(cluster: Cluster, namespace: string, name: string, port: number): Promise<string> {
+  await core(cluster).createNamespacedService({
+    namespace,
+    body: {
+      metadata: { name },
+      spec: { clusterIP: 'None', ports: [{ name: 'tcp', protocol: 'TCP', port, targetPort: port }] },
+    },
+  });
+  await cluster.kc.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
+    namespace,
+    body: {
+      metadata: {
+        name,
+        labels: { 'kubernetes.io/service-name': name, 'endpointslice.kubernetes.io/managed-by': 'stash-tests' },
+      },
+      addressType: 'IPv4',
+      endpoints: [{ addresses: [podGateway], conditions: { ready: true } }],
+      ports: [{ name: 'tcp', protocol: 'TCP', port }],
+    },
+  });
+  return `${name}.${namespace}.svc.${CLUSTER_DOMAIN}`;
+}
 
 /** Waits for the namespace's default ServiceAccount (the controller-manager makes it): pods are refused before. */
 export async function defaultServiceAccount(cluster: Cluster, namespace: string): Promise<void> {

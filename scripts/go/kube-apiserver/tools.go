@@ -1,13 +1,14 @@
 //go:build tools
 
 // Package tools pins the Kubernetes commands the project builds from this wrapper module
-// (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl) so `go mod tidy`
+// (kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy, kubectl) so `go mod tidy`
 // keeps their dependencies.
 package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
 	_ "k8s.io/kubernetes/cmd/kubelet"

@@ -1,0 +1,3 @@
+module stash.local/build/gateway-relay
+
+go 1.24
