@@ -197,7 +197,7 @@ remove_kube_proxy_chains() {
 
 # True when a chain kube-proxy makes is in some table (the kubelet's are removed separately).
 kube_proxy_chains_left() {
-  iptables-save 2>/dev/null | grep -q '^:KUBE-\(SERVICES\|POSTROUTING\|MARK-MASQ\|NODEPORTS\|EXTERNAL-SERVICES\|FORWARD\|PROXY-FIREWALL\|PROXY-CANARY\|SVC-\|SVL-\|EXT-\|FW-\|SEP-\)'
+  grep -q '^:KUBE-\(SERVICES\|POSTROUTING\|MARK-MASQ\|NODEPORTS\|EXTERNAL-SERVICES\|FORWARD\|PROXY-FIREWALL\|PROXY-CANARY\|SVC-\|SVL-\|EXT-\|FW-\|SEP-\)' <<<"$(iptables-save 2>/dev/null)"
 }
 
 # The kubelet's pod cgroups (cgroup v1, cgroupfs driver): only empty ones go, so nothing running is hurt.
@@ -330,6 +330,8 @@ normalized() {
 }
 
 import_images() {
+  # (grep reads captured output, never a pipe: under pipefail, grep -q's early exit would make the
+  # writer's SIGPIPE fail the test.)
   local list ref archive want digest out imported name
   log "building the images (node scripts/images.ts build)"
   list="$(cd "$REPO_ROOT" && node scripts/images.ts build 9>&-)" || die "node scripts/images.ts build failed (see above)"
@@ -346,7 +348,7 @@ import_images() {
     out="$(ctr_ images import "$archive" 2>&1)" || die "importing $archive into containerd failed: $out"
     # An OCI archive names its image by its own annotation (often just name:tag), so tag it with the
     # normalized name and drop the other names the import made.
-    ctr_ images ls -q | grep -qxF "$want" || {
+    grep -qxF "$want" <<<"$(ctr_ images ls -q)" || {
       imported="$(sed -n 's/^unpacking \(.*\) (sha256:.*$/\1/p' <<<"$out" | head -n1)"
       [ -n "$imported" ] || die "importing $archive gave no image name: $out"
       ctr_ images tag --force "$imported" "$want" >/dev/null
@@ -356,7 +358,7 @@ import_images() {
     done < <(sed -n 's/^unpacking \(.*\) (sha256:.*$/\1/p' <<<"$out")
     log "image $want from $archive"
   done <<<"$list"
-  ctr_ images ls -q | grep -qxF docker.io/library/stash-pause:0.1.0 ||
+  grep -qxF docker.io/library/stash-pause:0.1.0 <<<"$(ctr_ images ls -q)" ||
     die "scripts/images.ts build gave no stash-pause:0.1.0, the sandbox image every pod needs"
 }
 
@@ -481,7 +483,7 @@ start_services() {
 }
 
 kubernetes_service_routed() {
-  iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes:https cluster IP'
+  grep -q 'default/kubernetes:https cluster IP' <<<"$(iptables -t nat -S KUBE-SERVICES 2>/dev/null)"
 }
 
 node_ready() {
