@@ -12,6 +12,8 @@ APT_PACKAGES=(postgresql postgresql-contrib mariadb-server mariadb-client redis-
   # The test node (scripts/node.sh): container runtime, CNI plugins, iptables for the gateway DNAT
   # and the bridge plugin's masquerading.
   containerd runc containernetworking-plugins iptables
+  # kube-proxy clears stale conntrack entries of UDP Services (the DNS Service) with it
+  conntrack
   # the design samples' workload image, busybox:latest (scripts/images.ts)
   busybox-static)
 
