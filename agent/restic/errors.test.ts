@@ -1,6 +1,9 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { BackendCredentialsError, backendKindOf, classifyFailure, credentialsHint, parseRetryLine, retryCredentialsError, retryWindowError, RepositoryUnreachableError } from './errors.ts';
+import {
+  BackendCredentialsError, backendKindOf, classifyFailure, credentialsHint, parseRetryLine, retryCredentialsError, retryWindowError, RepositoryUnreachableError,
+  ResticCancelledError, ResticOutOfMemoryError,
+} from './errors.ts';
 
 describe('backend retries', () => {
   it('recognises restic\'s retry reports, plain and as JSON lines', () => {
@@ -43,5 +46,20 @@ describe('backend retries', () => {
     const raced = classify('Fatal: unable to open repository at sftp://root@127.0.0.1:2222//srv/repo: unable to start the sftp session, error: error receiving version packet from server: error reading packet length: 0 of 4: read |0: file already closed');
     assert.ok(raced instanceof BackendCredentialsError);
     assert.match(raced.message, /ssh closed the connection before the SFTP session started.*SSH_PRIVATE_KEY.*SSH_KNOWN_HOSTS/);
+  });
+});
+
+describe('a restic killed for lack of memory', () => {
+  const base = { operation: 'backup', repository: '/repo', exitCode: undefined, signal: 'SIGKILL', stderr: '' };
+  it('names the container\'s limit and the field that raises it when the cgroup counted an OOM kill', () => {
+    const err = classifyFailure({ ...base, outOfMemory: { limitBytes: 128 * 1048576 } });
+    assert.ok(err instanceof ResticOutOfMemoryError);
+    assert.match(err.message, /^restic backup on repository \/repo was killed by the kernel: the container ran out of memory \(its limit of 128Mi/);
+    assert.match(err.message, /containerAttributes\.resources\.limits\.memory/);
+    assert.match(classifyFailure({ ...base, outOfMemory: { limitBytes: undefined } }).message, /ran out of memory \(its limit holds/);
+  });
+  it('is a cancellation when nothing says memory (a person\'s SIGKILL), and for other signals', () => {
+    assert.ok(classifyFailure(base) instanceof ResticCancelledError);
+    assert.ok(classifyFailure({ ...base, signal: 'SIGTERM', outOfMemory: { limitBytes: 1 } }) instanceof ResticCancelledError);
   });
 });

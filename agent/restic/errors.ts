@@ -28,6 +28,8 @@ export class SourcePathMissingError extends ResticError {}
 export class CommandFailedError extends ResticError {}
 export class SnapshotNotFoundError extends ResticError {}
 export class ResticCancelledError extends ResticError {}
+/** The kernel killed restic because the container ran out of memory (its cgroup's limit). */
+export class ResticOutOfMemoryError extends ResticError {}
 
 /** Who holds a lock, as restic reports it. */
 export interface LockHolder {
@@ -79,6 +81,8 @@ export interface FailureInput {
   readonly exitMessage?: string | undefined;
   /** Other stderr text (non-JSON lines and `error` messages). */
   readonly stderr: string;
+  /** The container's memory cgroup counted an OOM kill during the run (and its limit, if any). */
+  readonly outOfMemory?: { readonly limitBytes: number | undefined } | undefined;
 }
 
 const unreachable =
@@ -92,6 +96,13 @@ export function classifyFailure(input: FailureInput): ResticError {
   const detail = [input.exitMessage, input.stderr].filter(Boolean).join('\n').trim();
   const where = `restic ${operation} on repository ${repository}`;
 
+  if (input.signal === 'SIGKILL' && input.outOfMemory) {
+    const limit = input.outOfMemory.limitBytes === undefined ? '' : ` of ${Math.round(input.outOfMemory.limitBytes / 1048576)}Mi`;
+    return new ResticOutOfMemoryError(
+      `${where} was killed by the kernel: the container ran out of memory (its limit${limit} holds the agent and restic); ` +
+      'raise the memory limit of the agent\'s container (a Backup\'s or Recovery\'s containerAttributes.resources.limits.memory; ' +
+      '256Mi or more for volumes of tens of thousands of files) and run it again', exitCode, detail);
+  }
   if (input.signal) {
     return new ResticCancelledError(`${where} was stopped by ${input.signal}; run it again (stale locks it left are removed automatically)`, exitCode, detail);
   }

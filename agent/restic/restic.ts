@@ -25,10 +25,13 @@ import {
   classifyFailure, parseRetryLine, redact, retryCredentialsError, retryWindowError,
   IncompleteBackupError, RepositoryLockedError, RepositoryNotFoundError, ResticError, ResticNotFoundError,
 } from './errors.ts';
+import type { FailureInput } from './errors.ts';
 import {
   parseForget, parseLine, parseSnapshots, parseStats, splitStderr, toBackupSummary, toCheckSummary, toProgress, toRestoreSummary,
 } from './messages.ts';
 import type { CheckSummary, ForgetGroup, RepositoryStats, RestoreSummary } from './messages.ts';
+import { memoryCgroup } from './cgroup.ts';
+import type { MemoryCgroup } from './cgroup.ts';
 
 export type { CheckSummary, ForgetGroup, RepositoryStats, RestoreSummary } from './messages.ts';
 
@@ -47,6 +50,8 @@ export interface ResticOptions {
    * (BackendCredentialsError) whatever this is.
    */
   readonly backendRetryWindowMs?: number;
+  /** Where OOM kills are counted (default: this process's memory cgroup). */
+  readonly memoryCgroup?: MemoryCgroup;
 }
 
 export interface SnapshotFilter {
@@ -118,6 +123,12 @@ const validTag = /^[^,\s]+$/;
 
 export function createRestic(target: ResticTarget, options: ResticOptions = {}): ResticDriver {
   const binary = options.binary ?? process.env.STASH_RESTIC ?? 'restic';
+  const cgroup = options.memoryCgroup ?? memoryCgroup();
+  /** An OOM kill counted by the container's cgroup since `before` (a restic killed for lack of memory). */
+  const outOfMemorySince = (before: number | undefined): FailureInput['outOfMemory'] => {
+    const now = cgroup.oomKills();
+    return now !== undefined && now > (before ?? 0) ? { limitBytes: cgroup.limit() } : undefined;
+  };
   const log = options.logger;
   const secrets = Object.entries(target.env).filter(([k]) => secretKey.test(k)).map(([, v]) => v);
   const clean = (text: string): string => redact(text, secrets);
@@ -210,6 +221,7 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
     log?.debug({ operation: spec.operation, argv }, 'running restic');
     try {
       return await new Promise<RunResult>((resolve, reject) => {
+        const oomKillsBefore = cgroup.oomKills();
         const child = spawn(binary, argv, { env: childEnv(prep.env, spec.commandEnv), stdio: ['ignore', 'pipe', 'pipe'] });
         const cleanRun = (text: string): string => redact(clean(text), Object.values(spec.commandEnv ?? {}));
         let stdout = '';
@@ -280,6 +292,7 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
             signal: signal ?? (spec.signal?.aborted ? 'cancellation' : undefined),
             exitMessage: parts.exitMessage,
             stderr: parts.other,
+            outOfMemory: signal === 'SIGKILL' ? outOfMemorySince(oomKillsBefore) : undefined,
           });
           log?.debug({ operation: spec.operation, exitCode: code, signal, error: err.name }, 'restic failed');
           reject(err);
@@ -461,7 +474,7 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
       const child = spawn(binary, ['version', '--json'], { env: childEnv({}), stdio: ['ignore', 'pipe', 'pipe'] });
       let out = '';
       child.stdout.setEncoding('utf8').on('data', (c: string) => { out += c; });
-      await finished(child, 'version', '');
+      await finished(child, 'version', '', undefined);
       const m = parseLine(out);
       return typeof m?.version === 'string' ? m.version : out.trim();
     },
@@ -494,10 +507,11 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
         if (abandoned) return;
         const argv = [...baseArgs(prep.args), 'dump', '--', snapshot, file];
         log?.debug({ operation: 'dump', argv }, 'running restic');
+        const oomKillsBefore = cgroup.oomKills();
         const c = spawn(binary, argv, { env: childEnv(prep.env), stdio: ['ignore', 'pipe', 'pipe'] });
         child = c;
         c.stdout?.pipe(pass);
-        await finished(c, 'dump', snapshot);
+        await finished(c, 'dump', snapshot, oomKillsBefore);
       } catch (err) {
         if (abandoned) return;
         pass.destroy(err as Error);
@@ -509,7 +523,7 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
     return { stdout: pass, done };
   }
 
-  function finished(child: ReturnType<typeof spawn>, operation: string, snapshot: string): Promise<void> {
+  function finished(child: ReturnType<typeof spawn>, operation: string, snapshot: string, oomKillsBefore: number | undefined): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       let stderr = '';
       let stoppedWith: ResticError | undefined;
@@ -533,6 +547,7 @@ export function createRestic(target: ResticTarget, options: ResticOptions = {}):
         reject(classifyFailure({
           operation: snapshot ? `${operation} ${snapshot}` : operation, repository: target.repository,
           exitCode: code ?? undefined, signal: signal ?? undefined, exitMessage: parts.exitMessage, stderr: parts.other,
+          outOfMemory: signal === 'SIGKILL' ? outOfMemorySince(oomKillsBefore) : undefined,
         }));
       });
     });
