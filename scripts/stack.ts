@@ -20,11 +20,12 @@ import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig } from '@kubernetes/client-node';
 import type { V1Pod } from '@kubernetes/client-node';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import type { BackupTrigger } from '../shared/api/index.ts';
 import { applyYaml } from '../test/support/cluster.ts';
 import type { Cluster } from '../test/support/cluster.ts';
 import { podGateway, podLog, podLogs, runningPod, TOLERATE_NODE_ANNOTATIONS } from '../test/support/node.ts';
+import { designSample } from '../test/support/samples.ts';
 import { startStack } from '../test/support/stack.ts';
 import { repoRoot, toolPath } from '../test/support/tools.ts';
 
@@ -110,12 +111,9 @@ async function demo(stateDir: string): Promise<void> {
   if (!existsSync(passwordFile)) writeFileSync(passwordFile, randomBytes(16).toString('hex'), { mode: 0o600 });
   const password = readFileSync(passwordFile, 'utf8');
 
-  const samples = path.join(repoRoot, 'test/fixtures/design-samples');
-  const sample = (file: string): { metadata: Record<string, unknown>; spec: Record<string, unknown> } =>
-    parse(readFileSync(path.join(samples, file), 'utf8')) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
-  const repository = sample('01-repository.yaml');
+  const repository = designSample('01-repository.yaml');
   repository.spec.backend = { local: { mountPath: repoDir, subPath: 'repo', hostPath: { path: repoDir } }, storageSecretName: 'local-secret' };
-  const deployment = sample('11-deployment-default-backup.yaml') as unknown as { metadata: Record<string, unknown>; spec: { template: { spec: { volumes: unknown[] } } } };
+  const deployment = designSample('11-deployment-default-backup.yaml') as unknown as { metadata: Record<string, unknown>; spec: { template: { spec: { volumes: unknown[] } } } };
   delete deployment.metadata.annotations;
   deployment.spec.template.spec.volumes = [{ name: 'source-data', hostPath: { path: dataDir, type: 'Directory' } }];
 
@@ -125,7 +123,7 @@ async function demo(stateDir: string): Promise<void> {
   await applyYaml(cluster, stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name: 'local-secret' }, stringData: { RESTIC_PASSWORD: password } }), DEMO);
   await applyYaml(cluster, stringify(repository), DEMO);
   await applyYaml(cluster, stringify(deployment), DEMO);
-  await applyYaml(cluster, stringify(sample('02-backup-volume.yaml')), DEMO);
+  await applyYaml(cluster, stringify(designSample('02-backup-volume.yaml')), DEMO);
 
   const apps = cluster.kc.makeApiClient(AppsV1Api);
   const custom = cluster.kc.makeApiClient(CustomObjectsApi);
@@ -171,7 +169,7 @@ async function demo(stateDir: string): Promise<void> {
 async function recoverDemo(cluster: Cluster, stateDir: string, dataDir: string): Promise<void> {
   const target = path.join(stateDir, 'demo', `recovered-${Date.now()}`);
   mkdirSync(target, { recursive: true });
-  const recovery = parse(readFileSync(path.join(repoRoot, 'test/fixtures/design-samples/03-recovery-volume.yaml'), 'utf8')) as
+  const recovery = designSample('03-recovery-volume.yaml') as unknown as
     { metadata: { name: string }; spec: { paths?: string[]; recoverTo: { volume: { mountPath: string } } } };
   const name = `${recovery.metadata.name}-${Math.floor(Date.now() / 1000)}`;
   recovery.metadata.name = name;

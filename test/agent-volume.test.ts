@@ -17,11 +17,12 @@ import { backupDirectories, recoverDirectories, selectSnapshot } from '../agent/
 import { identityTags } from '../agent/volume/identity.ts';
 import { forgetArgs } from '../agent/retention/retention.ts';
 import { SnapshotNotFoundError } from '../agent/restic/errors.ts';
-import { spawn } from 'node:child_process';
 import { getObject } from '../shared/kube/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 import { repoRoot } from './support/tools.ts';
+import { runCaptured } from './support/run.ts';
+import type { Captured } from './support/run.ts';
 
 interface Entry { type: string; mode: number; uid: number; gid: number; mtimeNs: bigint; size: number; sha?: string; link?: string }
 
@@ -292,19 +293,9 @@ describe('in-cluster mode against the real kube-apiserver', () => {
   let dir: string;
   let src: string;
 
-  function stash(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args], {
-        env: { ...process.env, KUBECONFIG: cluster.kubeconfigPath, NAMESPACE: ns, STASH_RESTIC: toolPath('restic'), STASH_CACHE_DIR: path.join(dir, 'cache'), POD_NAME: 'web-6c9f-x2x4z' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (c: string) => { stdout += c; });
-      child.stderr.setEncoding('utf8').on('data', (c: string) => { stderr += c; });
-      child.on('error', reject);
-      child.on('close', (code) => resolve({ code, stdout, stderr }));
-    });
+  function stash(args: readonly string[]): Promise<Captured> {
+    return runCaptured(process.execPath, [path.join(repoRoot, 'agent/bin/stash.js'), ...args],
+      { ...process.env, KUBECONFIG: cluster.kubeconfigPath, NAMESPACE: ns, STASH_RESTIC: toolPath('restic'), STASH_CACHE_DIR: path.join(dir, 'cache'), POD_NAME: 'web-6c9f-x2x4z' });
   }
   const status = async (kind: string, name: string): Promise<Record<string, unknown>> =>
     ((await getObject(cluster.kc, { apiVersion: 'stash.appscode.com/v1alpha2', kind, namespace: ns, name })) as { status?: Record<string, unknown> } | undefined)?.status ?? {};

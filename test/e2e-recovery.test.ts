@@ -19,24 +19,25 @@
 // by name through the node's CoreDNS).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
 import type { V1Container, V1Deployment, V1EnvVar, V1Job, V1Pod, V1PodTemplateSpec, V1Volume } from '@kubernetes/client-node';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import { agentTemplate as agentTemplateSchema, appBinding as appBindingSchema, recovery as recoverySchema, repository as repositorySchema } from '../shared/api/index.ts';
 import { planInitContainer, planRecoveryJob } from '../functions/run-recovery/plan.ts';
 import type { Workload } from '../functions/run-recovery/plan.ts';
-import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from './support/cluster.ts';
+import { applyYaml, deleteNamespacesReleasing, freshNamespace, getCustomObject, useCluster } from './support/cluster.ts';
 import { createPodWhenReady, exitCodes, nodeNamespace, podEnded, podGateway, podLog, podLogs, runningPod } from './support/node.ts';
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
 import { startStack } from './support/stack.ts';
 import type { Stack } from './support/stack.ts';
+import { designSample as sample } from './support/samples.ts';
+import type { Sample } from './support/samples.ts';
 import { repoRoot } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
 import { waitFor as eventually } from './support/wait.ts';
@@ -44,7 +45,6 @@ import { waitFor as eventually } from './support/wait.ts';
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
 const PASSWORD = `e2e-recovery-${randomBytes(6).toString('hex')}`;
-const samples = path.join(repoRoot, 'test/fixtures/design-samples');
 
 let cluster: Cluster;
 let stack: Stack;
@@ -58,22 +58,9 @@ const core = (): CoreV1Api => cluster.kc.makeApiClient(CoreV1Api);
 /** The typed client returns class instances: compare plain JSON. */
 const plain = <T>(value: T): T => JSON.parse(JSON.stringify(value ?? null)) as T;
 
-type Sample = Record<string, unknown> & { metadata: Record<string, unknown>; spec: Record<string, unknown> };
 
-function sample(file: string, namespace: string): Sample {
-  const object = parse(readFileSync(path.join(samples, file), 'utf8')) as Sample;
-  object.metadata.namespace = namespace;
-  return object;
-}
-
-async function getCustom<T>(plural: string, namespace: string, name: string, group = GROUP, version = VERSION): Promise<T | undefined> {
-  try {
-    return await custom().getNamespacedCustomObject({ group, version, plural, namespace, name }) as T;
-  } catch (error) {
-    if ((error as { code?: number }).code === 404) return undefined;
-    throw error;
-  }
-}
+const getCustom = <T>(plural: string, namespace: string, name: string, group = GROUP, version = VERSION): Promise<T | undefined> =>
+  getCustomObject<T>(cluster, plural, namespace, name, group, version);
 
 interface RecoveredHost { host: string; phase: string; snapshotId?: string; generation?: number; files?: number; pod?: string; error?: string }
 interface RecoveryObject {

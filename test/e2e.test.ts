@@ -22,14 +22,13 @@
 // in-cluster command loaded @kubernetes/client-node, and before the image carried a compile cache).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api } from '@kubernetes/client-node';
 import type { V1Container, V1ContainerStatus, V1Deployment, V1Job, V1Pod, V1PodTemplateSpec, V1Volume } from '@kubernetes/client-node';
-import { parse, stringify } from 'yaml';
+import { stringify } from 'yaml';
 import { agentTemplate as agentTemplateSchema, appBinding as appBindingSchema, backup as backupSchema, repository as repositorySchema } from '../shared/api/index.ts';
 import type { BackupTrigger } from '../shared/api/index.ts';
 import { planSidecar } from '../functions/inject-sidecar/plan.ts';
@@ -38,7 +37,7 @@ import { planDatabaseJob, TRIGGER_LABEL } from '../functions/launch-db-job/plan.
 import { BACKUP_LABEL } from '../functions/sweep/plan.ts';
 import { createRestic } from '../agent/restic/restic.ts';
 import { recoverDatabase } from '../agent/db/index.ts';
-import { applyYaml, deleteNamespacesReleasing, freshNamespace, useCluster } from './support/cluster.ts';
+import { applyYaml, deleteNamespacesReleasing, freshNamespace, getCustomObject, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
 import { startPostgres } from './support/databases.ts';
 import type { PostgresServer } from './support/databases.ts';
@@ -46,6 +45,7 @@ import { hostService, NODE_NAME, nodeNamespace, podGateway, podInPhase, podLog, 
 import { startStack } from './support/stack.ts';
 import type { Stack } from './support/stack.ts';
 import { triggerCaller } from './support/rbac.ts';
+import { designSample as sample } from './support/samples.ts';
 import { repoRoot, toolPath } from './support/tools.ts';
 import { fileContents } from './support/files.ts';
 import { runCaptured } from './support/run.ts';
@@ -55,7 +55,6 @@ import { waitFor as eventually } from './support/wait.ts';
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
 const PASSWORD = `e2e-${randomBytes(6).toString('hex')}`;
-const samples = path.join(repoRoot, 'test/fixtures/design-samples');
 
 let cluster: Cluster;
 let stack: Stack;
@@ -71,20 +70,8 @@ const plain = <T>(value: T): T => JSON.parse(JSON.stringify(value ?? null)) as T
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
-function sample(file: string, namespace: string): Record<string, unknown> & { metadata: Record<string, unknown>; spec: Record<string, unknown> } {
-  const object = parse(readFileSync(path.join(samples, file), 'utf8')) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
-  object.metadata.namespace = namespace;
-  return object;
-}
-
-async function getCustom<T>(plural: string, namespace: string, name: string, group = GROUP, version = VERSION): Promise<T | undefined> {
-  try {
-    return await custom().getNamespacedCustomObject({ group, version, plural, namespace, name }) as T;
-  } catch (error) {
-    if ((error as { code?: number }).code === 404) return undefined;
-    throw error;
-  }
-}
+const getCustom = <T>(plural: string, namespace: string, name: string, group = GROUP, version = VERSION): Promise<T | undefined> =>
+  getCustomObject<T>(cluster, plural, namespace, name, group, version);
 
 interface BackupObject {
   metadata: { name: string; namespace: string; uid: string; creationTimestamp: string; finalizers?: string[] };

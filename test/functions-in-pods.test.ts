@@ -19,7 +19,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import type { V1Container, V1Pod } from '@kubernetes/client-node';
-import { parse, parseAllDocuments, stringify } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 import { FIELD_MANAGER as SIDECAR_FIELD_MANAGER } from '../functions/inject-sidecar/plan.ts';
 import { FUNCTIONS } from './support/stack.ts';
 import type { StackFunction } from './support/stack.ts';
@@ -29,11 +29,12 @@ import { createPodWhenReady, nodeNamespace, podLog } from './support/node.ts';
 import { applyFunctionRbac, triggerCaller } from './support/rbac.ts';
 import type { AppliedRbac } from './support/rbac.ts';
 import { repoRoot } from './support/tools.ts';
+import { designSample } from './support/samples.ts';
+import type { Sample } from './support/samples.ts';
 import { waitFor } from './support/wait.ts';
 
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
-const samples = path.join(repoRoot, 'test/fixtures/design-samples');
 
 let cluster: Cluster;
 let system: string; // stands for stash-system: the functions' pods and ServiceAccounts
@@ -74,11 +75,7 @@ function functionPod(service: KnativeService): V1Pod {
   };
 }
 
-function sample(file: string): Record<string, unknown> & { metadata: Record<string, unknown>; spec: Record<string, unknown> } {
-  const object = parse(readFileSync(path.join(samples, file), 'utf8')) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
-  object.metadata.namespace = served;
-  return object;
-}
+const sample = (file: string): Sample => designSample(file, served);
 
 /** The objects each function's resync acts on: the design's volume and database backups and a volume Recovery. */
 async function applyServedObjects(): Promise<void> {

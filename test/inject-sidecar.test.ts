@@ -9,7 +9,7 @@ import { createInterface } from 'node:readline';
 import { AppsV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api, KubernetesObjectApi, PatchStrategy, RbacAuthorizationV1Api, setHeaderOptions } from '@kubernetes/client-node';
 import type { KubernetesObject, V1Container, V1Deployment, V1Pod, V1PodTemplateSpec, V1StatefulSet } from '@kubernetes/client-node';
 import { pino } from 'pino';
-import { parse, parseAllDocuments, stringify } from 'yaml';
+import { parseAllDocuments, stringify } from 'yaml';
 import { reconcileBackup, reconcileForObject, resyncAll } from '../functions/inject-sidecar/handler.ts';
 import { createInjectSidecarServer } from '../functions/inject-sidecar/index.ts';
 import { expectedSampleContainer, expectedSampleVolumes } from '../functions/inject-sidecar/fixtures/design-sample.ts';
@@ -18,10 +18,10 @@ import { applyObject, mergePatch } from '../shared/kube/index.ts';
 import type { RunningServer } from '../shared/runtime/index.ts';
 import { applyYaml, deleteNamespace, freshNamespace, useCluster } from './support/cluster.ts';
 import type { Cluster } from './support/cluster.ts';
+import { designSample as sample } from './support/samples.ts';
 import { repoRoot } from './support/tools.ts';
 
 const log = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
-const samples = path.join(repoRoot, 'test/fixtures/design-samples');
 const GROUP = 'stash.appscode.com';
 const VERSION = 'v1alpha2';
 
@@ -50,12 +50,6 @@ async function namespace(prefix: string): Promise<string> {
   const ns = await freshNamespace(cluster, prefix);
   namespaces.push(ns);
   return ns;
-}
-
-function sample(file: string, ns: string): Record<string, unknown> & { metadata: Record<string, unknown>; spec: Record<string, unknown> } {
-  const object = parse(readFileSync(path.join(samples, file), 'utf8')) as { metadata: Record<string, unknown>; spec: Record<string, unknown> };
-  object.metadata.namespace = ns;
-  return object;
 }
 
 async function apply(object: unknown): Promise<void> {
@@ -491,7 +485,7 @@ test('a Backup whose workload is gone is released on deletion; a changed targetR
   assert.equal(await reconcileBackup(cluster.kc, { namespace: ns, name: 'backup-volume-demo' }, log, options), 'injected');
 
   // targetRef moves from stash-demo to other: the sidecar leaves stash-demo and appears in other.
-  const original = parse(readFileSync(path.join(samples, '11-deployment-default-backup.yaml'), 'utf8')) as V1Deployment;
+  const original = sample('11-deployment-default-backup.yaml') as unknown as V1Deployment;
   await patchBackupSpec(ns, { targetRef: { apiVersion: 'apps/v1', kind: 'Deployment', name: 'other' } });
   assert.equal(await reconcileForObject(cluster.kc, { kind: 'Deployment', namespace: ns, name: 'stash-demo' }, log, options).then((r) => r.outcomes[`${ns}/backup-volume-demo`]), 'injected');
   assert.deepEqual((await deployment(ns)).spec?.template.spec?.containers.map((c) => c.name), original.spec?.template.spec?.containers.map((c) => c.name));

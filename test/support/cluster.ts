@@ -180,3 +180,13 @@ export async function applyYaml(cluster: Cluster, yamlText: string, namespace?: 
   }
   return results;
 }
+
+/** A namespaced custom object (Stash's kinds by default), or undefined when it does not exist. */
+export async function getCustomObject<T>(cluster: Cluster, plural: string, namespace: string, name: string, group = 'stash.appscode.com', version = 'v1alpha2'): Promise<T | undefined> {
+  try {
+    return await cluster.kc.makeApiClient(CustomObjectsApi).getNamespacedCustomObject({ group, version, plural, namespace, name }) as T;
+  } catch (error) {
+    if (error instanceof ApiException && error.code === 404) return undefined;
+    throw error;
+  }
+}
